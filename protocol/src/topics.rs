@@ -205,6 +205,9 @@ pub fn desired_patch_topic(version: u64) -> String {
 }
 
 /// A topic the hub publishes to a device or module.
+// Parsed topics live for one message and are matched by value at once: boxing the property bag to
+// shrink the enum would cost an allocation per message on the hot path for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceBound {
     C2d { device_id: String, bag: PropertyBag },
@@ -215,6 +218,9 @@ pub enum DeviceBound {
 }
 
 /// A topic a device or module publishes to.
+// Parsed topics live for one message and are matched by value at once: boxing the property bag to
+// shrink the enum would cost an allocation per message on the hot path for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceOriginated {
     Telemetry { device_id: String, module_id: Option<String>, bag: PropertyBag },

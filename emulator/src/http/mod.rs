@@ -1,0 +1,114 @@
+//! The HTTPS listener (default port 443): TLS (client certificates requested, never required),
+//! HTTP/1.1 with hyper, and dispatch to the service API (`service`), the control API
+//! (`control`) and the MQTT-over-WebSocket upgrade (`websocket`).
+//!
+//! - `request`: decoding a request. `response`: JSON replies and the IoT Hub error format.
+
+pub mod control;
+pub mod request;
+pub mod response;
+pub mod service;
+pub mod websocket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::hub::error::{HubError, NOT_FOUND};
+use crate::hub::Hub;
+use crate::mqtt::Broker;
+use request::ApiRequest;
+use response::Reply;
+
+/// What every handler works on.
+pub struct Context {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<Broker>,
+}
+
+/// A client that opens a socket and never finishes the handshake must not hold a task for ever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client that connects and never sends a request head is cut off after this long.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until the listener fails or this future is dropped (aborted); each
+/// connection gets its own task, and dropping the loop ends them all with it.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, ctx: Arc<Context>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // Reap finished connections so the set does not grow with every client ever seen.
+        while connections.try_join_next().is_some() {}
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::warn!("http: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let ctx = ctx.clone();
+        connections.spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return log::debug!("http: TLS handshake with {peer} failed: {e}"),
+                Err(_) => return log::debug!("http: TLS handshake with {peer} timed out"),
+            };
+            let peer_chain: Vec<Vec<u8>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.as_ref().to_vec()).collect())
+                .unwrap_or_default();
+            let service = service_fn(move |req| {
+                let ctx = ctx.clone();
+                let peer_chain = peer_chain.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, peer_chain).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                log::debug!("http: connection from {peer} ended: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>, peer_chain: Vec<Vec<u8>>) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = if websocket::is_upgrade(&req) {
+        websocket::upgrade(req, ctx.broker.clone(), peer_chain)
+    } else {
+        dispatch(&ctx, req).await
+    };
+    match result {
+        Ok(reply) => {
+            log::debug!("http: {method} {path} → {}", reply.status());
+            reply
+        }
+        Err(e) => {
+            log::info!("http: {method} {path} → {} {}", e.status, e.name());
+            response::error(&e)
+        }
+    }
+}
+
+async fn dispatch(ctx: &Context, req: http::Request<hyper::body::Incoming>) -> Result<Reply, HubError> {
+    let req = ApiRequest::read(req).await?;
+    if let Some(result) = control::route(ctx, &req).await {
+        return result;
+    }
+    if let Some(result) = service::route(ctx, &req).await {
+        return result;
+    }
+    Err(HubError::new(NOT_FOUND, format!("No such resource: /{}", req.segments.join("/"))))
+}

@@ -1,0 +1,17 @@
+//! ironhub-emulator: a local Azure IoT Hub that speaks the real protocols.
+//!
+//! - `hub`: registry, twins, telemetry event log, C2D queues, routes, service auth, persistence.
+//! - `http`: the HTTPS listener: service API, control API (`/emulator/...`), WebSocket upgrade.
+//! - `mqtt`: the device-side MQTT broker (TLS and WebSockets), sessions, ACL, methods, routing.
+//! - `certs`: the emulator's CA and server certificate, and the TLS server config.
+//! - `server`: starting and stopping a whole emulator (`Emulator`, `BackgroundEmulator`).
+
+pub mod identity;
+pub mod hub;
+pub mod http;
+pub mod mqtt;
+pub mod certs;
+pub mod server;
+
+pub use identity::Identity;
+pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, RunningEmulator};

@@ -1,0 +1,119 @@
+//! The `ironhub-emulator` command line: `serve` runs a local IoT Hub until Ctrl-C or SIGTERM.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ironhub_emulator::{Emulator, EmulatorConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "ironhub-emulator",
+    version,
+    about = "A local Azure IoT Hub: MQTT (8883) and HTTPS (443) the official SDKs run against unchanged",
+    long_about = "A local Azure IoT Hub.\n\n\
+        Serves the device side (MQTT 3.1.1 over TLS, and over WebSockets at /$iothub/websocket), the \
+        service REST API (registry, twins, direct methods, query) and a control API under /emulator/. \
+        Logging is controlled with RUST_LOG (default: info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the emulator until Ctrl-C or SIGTERM. Writes DIR/hub.json once both listeners accept.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory holding the persisted state (state.json: registry, twins, routes, policy key),
+    /// the CA (ca.pem, ca-key.pem) and hub.json ({hostname, mqttPort, httpsPort, caFile,
+    /// serviceConnectionString}), created if missing.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+
+    /// Hub hostname: what clients connect to, sign SAS tokens for, and the server certificate names.
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    hostname: String,
+
+    /// MQTT-over-TLS port; 0 picks a free port (see hub.json).
+    #[arg(long, value_name = "PORT", default_value_t = 8883)]
+    mqtt_port: u16,
+
+    /// HTTPS port (service API, control API, MQTT over WebSockets); 0 picks a free port.
+    #[arg(long, value_name = "PORT", default_value_t = 443)]
+    https_port: u16,
+
+    /// Address both listeners bind to.
+    #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+
+    /// Base64 key of the shared access policies (iothubowner, service, registryRead,
+    /// registryReadWrite, device). Default: the persisted key, or a new random one.
+    #[arg(long, value_name = "BASE64", value_parser = parse_key)]
+    policy_key: Option<String>,
+
+    /// PEM file of CA certificates that devices with certificateAuthority authentication chain to.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+}
+
+fn parse_key(s: &str) -> Result<String, String> {
+    ironhub_protocol::sas::decode_key(s).map(|_| s.to_owned()).map_err(|_| "not a valid base64 key".to_owned())
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let Command::Serve(args) = Cli::parse().command;
+    let config = EmulatorConfig {
+        hostname: args.hostname,
+        mqtt_addr: SocketAddr::new(args.bind, args.mqtt_port),
+        https_addr: SocketAddr::new(args.bind, args.https_port),
+        state_dir: Some(args.state_dir),
+        policy_key: args.policy_key,
+        ca_cert_file: args.ca_cert,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ironhub-emulator: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match Emulator::start(config).await {
+            Ok(running) => {
+                wait_for_stop().await;
+                log::info!("emulator: stopping");
+                running.shutdown().await;
+                0
+            }
+            Err(e) => {
+                eprintln!("ironhub-emulator: {e}");
+                1
+            }
+        }
+    });
+    std::process::exit(code);
+}

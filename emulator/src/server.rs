@@ -1,0 +1,309 @@
+//! Owns starting and stopping a whole emulator: hub state, TLS material, the MQTT listener and
+//! the HTTPS listener, in-process on a tokio runtime (`Emulator::start`) or on a thread of its
+//! own (`BackgroundEmulator`, for sync tests, C tests and other languages).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::certs::{self, CertError};
+use crate::hub::{persist, Hub, HubConfig, HubError};
+use crate::mqtt::Broker;
+
+/// Where and how to run. `Default` is what tests want: `localhost`, ephemeral loopback ports,
+/// state in memory, a generated policy key.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    pub hostname: String,
+    pub mqtt_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    pub state_dir: Option<PathBuf>,
+    pub policy_key: Option<String>,
+    pub ca_cert_file: Option<PathBuf>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        EmulatorConfig {
+            hostname: "localhost".into(),
+            mqtt_addr: loopback,
+            https_addr: loopback,
+            state_dir: None,
+            policy_key: None,
+            ca_cert_file: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error(transparent)]
+    Certificates(#[from] CertError),
+    #[error("hub state: {0}")]
+    Hub(#[from] HubError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the emulator thread stopped before it started")]
+    ThreadGone,
+}
+
+pub struct Emulator;
+
+/// A started emulator. Dropping it stops the listeners; `shutdown` does so and waits.
+pub struct RunningEmulator {
+    hostname: String,
+    mqtt_port: u16,
+    https_port: u16,
+    ca_pem: String,
+    service_connection_string: String,
+    hub: Arc<Hub>,
+    broker: Arc<Broker>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+const HUB_FILE: &str = "hub.json";
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
+    TcpListener::bind(addr).await.map_err(|source| EmulatorError::Bind { what, addr, source })
+}
+
+/// The service connection string names the HTTPS port unless it is IoT Hub's 443.
+fn service_host(hostname: &str, https_port: u16) -> String {
+    if https_port == 443 {
+        hostname.to_owned()
+    } else {
+        format!("{hostname}:{https_port}")
+    }
+}
+
+impl Emulator {
+    pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator, EmulatorError> {
+        let state_dir = config.state_dir.as_deref();
+        if let Some(dir) = state_dir {
+            std::fs::create_dir_all(dir)?;
+            // hub.json announces a running emulator: a stale one must not be read as ours.
+            let _ = std::fs::remove_file(dir.join(HUB_FILE));
+        }
+        let ca_verifier = match &config.ca_cert_file {
+            Some(path) => Some(certs::ca_verifier_from_file(path)?),
+            None => None,
+        };
+        let hub = Arc::new(Hub::new(HubConfig {
+            hostname: config.hostname.clone(),
+            state_dir: config.state_dir.clone(),
+            policy_key: config.policy_key.clone(),
+            ca_verifier,
+        })?);
+        let broker = Broker::new(hub.clone());
+        let identity = certs::server_identity(state_dir, &config.hostname)?;
+        let acceptor = TlsAcceptor::from(certs::server_config(&identity)?);
+
+        let mqtt_listener = bind("MQTT", config.mqtt_addr).await?;
+        let https_listener = bind("HTTPS", config.https_addr).await?;
+        let mqtt_port = mqtt_listener.local_addr()?.port();
+        let https_port = https_listener.local_addr()?.port();
+
+        let ctx = Arc::new(crate::http::Context { hub: hub.clone(), broker: broker.clone() });
+        let tasks = vec![
+            tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())),
+            tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)),
+        ];
+        let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));
+        let running = RunningEmulator {
+            hostname: config.hostname.clone(),
+            mqtt_port,
+            https_port,
+            ca_pem: identity.ca_pem,
+            service_connection_string,
+            hub,
+            broker,
+            tasks,
+        };
+        if let Some(dir) = state_dir {
+            running.write_hub_file(dir)?;
+        }
+        log::info!("emulator: {} serving MQTT on {mqtt_port} and HTTPS on {https_port}", running.hostname);
+        Ok(running)
+    }
+}
+
+impl RunningEmulator {
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    pub fn mqtt_port(&self) -> u16 {
+        self.mqtt_port
+    }
+
+    pub fn https_port(&self) -> u16 {
+        self.https_port
+    }
+
+    /// The emulator's CA certificate: what clients trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// `HostName=host[:port];SharedAccessKeyName=iothubowner;SharedAccessKey=...`.
+    pub fn service_connection_string(&self) -> &str {
+        &self.service_connection_string
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// `hub.json`, written last (atomically) so whoever waits for it finds both ports open.
+    fn write_hub_file(&self, dir: &Path) -> Result<(), EmulatorError> {
+        let info = json!({
+            "hostname": self.hostname,
+            "mqttPort": self.mqtt_port,
+            "httpsPort": self.https_port,
+            "caFile": dir.join("ca.pem"),
+            "serviceConnectionString": self.service_connection_string,
+        });
+        persist::write_atomic(&dir.join(HUB_FILE), serde_json::to_string_pretty(&info).unwrap_or_default().as_bytes())?;
+        Ok(())
+    }
+
+    /// Stops the listeners (HTTPS connections go with them) and drops every live MQTT
+    /// connection, so clients see the hub go away as they would a real restart.
+    fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for id in self.hub.connected_identities() {
+            self.broker.disconnect(&id);
+        }
+    }
+
+    /// Stops everything and waits for the listener tasks to end. State is already on disk.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An emulator on its own thread and runtime, until dropped.
+pub struct BackgroundEmulator {
+    hostname: String,
+    mqtt_port: u16,
+    https_port: u16,
+    ca_pem: String,
+    service_connection_string: String,
+    hub: Arc<Hub>,
+    broker: Arc<Broker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundEmulator {
+    pub fn start(config: EmulatorConfig) -> Result<Self, EmulatorError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("ironhub-emulator".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(EmulatorError::Io(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Emulator::start(config).await {
+                    Ok(running) => {
+                        let _ = ready_tx.send(Ok((
+                            running.hostname.clone(),
+                            running.mqtt_port,
+                            running.https_port,
+                            running.ca_pem.clone(),
+                            running.service_connection_string.clone(),
+                            running.hub.clone(),
+                            running.broker.clone(),
+                        )));
+                        let _ = stop_rx.await;
+                        running.shutdown().await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+            // Connection tasks still running die with the runtime here.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+        })?;
+        let (hostname, mqtt_port, https_port, ca_pem, service_connection_string, hub, broker) =
+            ready_rx.recv().map_err(|_| EmulatorError::ThreadGone)??;
+        Ok(BackgroundEmulator {
+            hostname,
+            mqtt_port,
+            https_port,
+            ca_pem,
+            service_connection_string,
+            hub,
+            broker,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    pub fn mqtt_port(&self) -> u16 {
+        self.mqtt_port
+    }
+
+    pub fn https_port(&self) -> u16 {
+        self.https_port
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    pub fn service_connection_string(&self) -> &str {
+        &self.service_connection_string
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+}
+
+impl Drop for BackgroundEmulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
