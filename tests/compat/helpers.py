@@ -1,0 +1,124 @@
+"""Test helpers: unique identities, service SAS tokens, the emulator's control API, and
+waiting on SDK handler callbacks."""
+
+import base64
+import hashlib
+import hmac
+import os
+import queue
+import time
+import urllib.parse
+import uuid
+
+import requests
+
+from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
+
+WAIT_SECONDS = 15
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def new_key():
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def parse_connection_string(cs):
+    return dict(part.split("=", 1) for part in cs.split(";"))
+
+
+def service_token(emulator, policy="iothubowner", ttl=3600):
+    """A service SAS token for the hub, signed with the policy key, built as IoT Hub does."""
+    parts = parse_connection_string(emulator.service_connection_string)
+    resource = urllib.parse.quote(parts["HostName"], safe="")
+    expiry = int(time.time()) + ttl
+    to_sign = f"{resource}\n{expiry}".encode()
+    digest = hmac.new(base64.b64decode(parts["SharedAccessKey"]), to_sign, hashlib.sha256).digest()
+    signature = urllib.parse.quote(base64.b64encode(digest), safe="")
+    return f"SharedAccessSignature sr={resource}&sig={signature}&se={expiry}&skn={policy}"
+
+
+def control(emulator, method, path, **kwargs):
+    """Calls the emulator's control API (`/emulator/...`) with a service token."""
+    url = f"https://{emulator.hostname}:{emulator.https_port}/emulator/{path.lstrip('/')}"
+    headers = {"Authorization": service_token(emulator)}
+    response = requests.request(method, url, headers=headers, timeout=WAIT_SECONDS + 5, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_events(emulator, device_id, module_id=None, after=0, count=1):
+    """At least `count` telemetry events of an identity, long-polling the event log."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    params = {"deviceId": device_id, "after": after, "timeoutSeconds": 2}
+    if module_id:
+        params["moduleId"] = module_id
+    events = []
+    while time.monotonic() < deadline:
+        events = control(emulator, "GET", "events", params=params)["events"]
+        if module_id is None:
+            events = [e for e in events if e["moduleId"] is None]
+        if len(events) >= count:
+            return events
+    raise AssertionError(f"only {len(events)} of {count} events from {device_id}/{module_id}")
+
+
+def create_device(registry, emulator, device_id=None):
+    """A SAS device; returns (device_id, device connection string)."""
+    device_id = device_id or unique("dev")
+    key = new_key()
+    registry.create_device_with_sas(device_id, key, new_key(), "enabled")
+    return device_id, f"HostName={emulator.hostname};DeviceId={device_id};SharedAccessKey={key}"
+
+
+def create_module(registry, emulator, device_id, module_id=None):
+    module_id = module_id or unique("mod")
+    key = new_key()
+    registry.create_module_with_sas(device_id, module_id, None, key, new_key())
+    cs = f"HostName={emulator.hostname};DeviceId={device_id};ModuleId={module_id};SharedAccessKey={key}"
+    return module_id, cs
+
+
+def device_client(clients, emulator, connection_string, **kwargs):
+    client = IoTHubDeviceClient.create_from_connection_string(
+        connection_string, server_verification_cert=emulator.ca_pem, **kwargs
+    )
+    clients.append(client)
+    return client
+
+
+def module_client(clients, emulator, connection_string, **kwargs):
+    client = IoTHubModuleClient.create_from_connection_string(
+        connection_string, server_verification_cert=emulator.ca_pem, **kwargs
+    )
+    clients.append(client)
+    return client
+
+
+class Inbox:
+    """A handler that records what it is called with, and a bounded wait for it."""
+
+    def __init__(self):
+        self._queue = queue.Queue()
+
+    def __call__(self, item):
+        self._queue.put(item)
+
+    def get(self, timeout=WAIT_SECONDS):
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the handler was not called within {timeout}s") from None
+
+    def empty_for(self, seconds):
+        try:
+            item = self._queue.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        raise AssertionError(f"unexpected handler call with {item!r}")
+
+
+def decoded_body(event):
+    return base64.b64decode(event["body"]).decode("utf-8")
