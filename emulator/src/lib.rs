@@ -4,6 +4,7 @@
 //! - `http`: the HTTPS listener: service API, control API (`/emulator/...`), WebSocket upgrade.
 //! - `mqtt`: the device-side MQTT broker (TLS and WebSockets), sessions, ACL, methods, routing.
 //! - `certs`: the emulator's CA and server certificate, and the TLS server config.
+//! - `workload`: the IoT Edge workload API (trust bundle, module token signing) and `IOTEDGE_*` variables.
 //! - `server`: starting and stopping a whole emulator (`Emulator`, `BackgroundEmulator`).
 
 pub mod identity;
@@ -12,6 +13,8 @@ pub mod http;
 pub mod mqtt;
 pub mod certs;
 pub mod server;
+pub mod workload;
 
 pub use identity::Identity;
 pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, RunningEmulator};
+pub use workload::WorkloadEndpoints;

@@ -59,6 +59,16 @@ struct ServeArgs {
     /// PEM file of CA certificates that devices with certificateAuthority authentication chain to.
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+
+    /// Serve the IoT Edge workload API (trust bundle, module token signing) on this Unix socket,
+    /// for modules started with IOTEDGE_WORKLOADURI=unix://PATH.
+    #[arg(long, value_name = "PATH")]
+    workload_socket: Option<PathBuf>,
+
+    /// Serve the IoT Edge workload API over plain HTTP on this port of --bind too (0 = any free
+    /// port; see hub.json). It signs tokens for any module without asking who calls.
+    #[arg(long, value_name = "PORT")]
+    workload_port: Option<u16>,
 }
 
 fn parse_key(s: &str) -> Result<String, String> {
@@ -93,6 +103,8 @@ fn main() {
         state_dir: Some(args.state_dir),
         policy_key: args.policy_key,
         ca_cert_file: args.ca_cert,
+        workload_socket: args.workload_socket,
+        workload_addr: args.workload_port.map(|port| SocketAddr::new(args.bind, port)),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

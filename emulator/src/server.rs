@@ -1,6 +1,7 @@
-//! Owns starting and stopping a whole emulator: hub state, TLS material, the MQTT listener and
-//! the HTTPS listener, in-process on a tokio runtime (`Emulator::start`) or on a thread of its
-//! own (`BackgroundEmulator`, for sync tests, C tests and other languages).
+//! Owns starting and stopping a whole emulator: hub state, TLS material, the MQTT listener, the
+//! HTTPS listener and, when configured, the IoT Edge workload API, in-process on a tokio runtime
+//! (`Emulator::start`) or on a thread of its own (`BackgroundEmulator`, for sync tests, C tests
+//! and other languages).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::certs::{self, CertError};
 use crate::hub::{persist, Hub, HubConfig, HubError};
 use crate::mqtt::Broker;
+use crate::workload::{self, WorkloadApi, WorkloadEndpoints};
 
 /// Where and how to run. `Default` is what tests want: `localhost`, ephemeral loopback ports,
 /// state in memory, a generated policy key.
@@ -25,6 +27,11 @@ pub struct EmulatorConfig {
     pub state_dir: Option<PathBuf>,
     pub policy_key: Option<String>,
     pub ca_cert_file: Option<PathBuf>,
+    /// Serve the IoT Edge workload API on this Unix socket (`IOTEDGE_WORKLOADURI=unix://...`).
+    pub workload_socket: Option<PathBuf>,
+    /// Serve the IoT Edge workload API over plain HTTP on this address too (`http://host:port`;
+    /// port 0 = any free port). It signs tokens for any module without asking who calls: keep it on loopback.
+    pub workload_addr: Option<SocketAddr>,
 }
 
 impl Default for EmulatorConfig {
@@ -37,6 +44,8 @@ impl Default for EmulatorConfig {
             state_dir: None,
             policy_key: None,
             ca_cert_file: None,
+            workload_socket: None,
+            workload_addr: None,
         }
     }
 }
@@ -66,6 +75,7 @@ pub struct RunningEmulator {
     service_connection_string: String,
     hub: Arc<Hub>,
     broker: Arc<Broker>,
+    workload: WorkloadEndpoints,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -110,12 +120,29 @@ impl Emulator {
         let https_listener = bind("HTTPS", config.https_addr).await?;
         let mqtt_port = mqtt_listener.local_addr()?.port();
         let https_port = https_listener.local_addr()?.port();
+        let mut workload = WorkloadEndpoints::default();
+        let workload_listener = match config.workload_addr {
+            Some(addr) => {
+                let listener = bind("workload API", addr).await?;
+                workload.tcp = Some(listener.local_addr()?);
+                Some(listener)
+            }
+            None => None,
+        };
 
+        let mut tasks = Vec::new();
+        let workload_api = Arc::new(WorkloadApi::new(hub.clone(), identity.ca_pem.clone()));
+        if let Some(path) = &config.workload_socket {
+            // Bound last of all listeners: nothing can fail after it and leave the socket file behind.
+            tasks.push(workload::serve_socket(path, workload_api.clone())?);
+            workload.socket = Some(path.clone());
+        }
+        if let Some(listener) = workload_listener {
+            tasks.push(tokio::spawn(workload::serve(listener, workload_api)));
+        }
         let ctx = Arc::new(crate::http::Context { hub: hub.clone(), broker: broker.clone() });
-        let tasks = vec![
-            tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())),
-            tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)),
-        ];
+        tasks.push(tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())));
+        tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));
         let running = RunningEmulator {
             hostname: config.hostname.clone(),
@@ -125,12 +152,16 @@ impl Emulator {
             service_connection_string,
             hub,
             broker,
+            workload,
             tasks,
         };
         if let Some(dir) = state_dir {
             running.write_hub_file(dir)?;
         }
         log::info!("emulator: {} serving MQTT on {mqtt_port} and HTTPS on {https_port}", running.hostname);
+        if let Some(uri) = running.workload.uri() {
+            log::info!("emulator: IoT Edge workload API at {uri}");
+        }
         Ok(running)
     }
 }
@@ -166,15 +197,32 @@ impl RunningEmulator {
         &self.broker
     }
 
+    /// Where the IoT Edge workload API listens (empty unless configured).
+    pub fn workload(&self) -> &WorkloadEndpoints {
+        &self.workload
+    }
+
+    /// The `IOTEDGE_*` variables IoT Edge would start `device_id`/`module_id` with (see
+    /// [`workload::edge_environment`]), e.g. to set before `create_from_edge_environment`.
+    pub fn edge_environment(&self, device_id: &str, module_id: &str) -> Vec<(String, String)> {
+        workload::edge_environment(&self.hub, &self.workload, device_id, module_id)
+    }
+
     /// `hub.json`, written last (atomically) so whoever waits for it finds both ports open.
     fn write_hub_file(&self, dir: &Path) -> Result<(), EmulatorError> {
-        let info = json!({
+        let mut info = json!({
             "hostname": self.hostname,
             "mqttPort": self.mqtt_port,
             "httpsPort": self.https_port,
             "caFile": dir.join("ca.pem"),
             "serviceConnectionString": self.service_connection_string,
         });
+        if let Some(uri) = self.workload.uri() {
+            info["workloadUri"] = json!(uri);
+        }
+        if let Some(uri) = self.workload.http_uri() {
+            info["workloadHttpUri"] = json!(uri);
+        }
         persist::write_atomic(&dir.join(HUB_FILE), serde_json::to_string_pretty(&info).unwrap_or_default().as_bytes())?;
         Ok(())
     }
@@ -184,6 +232,10 @@ impl RunningEmulator {
     fn stop(&self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(path) = &self.workload.socket {
+            // A socket file nobody listens on would only make the next start check for liveness.
+            let _ = std::fs::remove_file(path);
         }
         for id in self.hub.connected_identities() {
             self.broker.disconnect(&id);
@@ -214,6 +266,7 @@ pub struct BackgroundEmulator {
     service_connection_string: String,
     hub: Arc<Hub>,
     broker: Arc<Broker>,
+    workload: WorkloadEndpoints,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -241,6 +294,7 @@ impl BackgroundEmulator {
                             running.service_connection_string.clone(),
                             running.hub.clone(),
                             running.broker.clone(),
+                            running.workload.clone(),
                         )));
                         let _ = stop_rx.await;
                         running.shutdown().await;
@@ -253,7 +307,7 @@ impl BackgroundEmulator {
             // Connection tasks still running die with the runtime here.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
         })?;
-        let (hostname, mqtt_port, https_port, ca_pem, service_connection_string, hub, broker) =
+        let (hostname, mqtt_port, https_port, ca_pem, service_connection_string, hub, broker, workload) =
             ready_rx.recv().map_err(|_| EmulatorError::ThreadGone)??;
         Ok(BackgroundEmulator {
             hostname,
@@ -263,6 +317,7 @@ impl BackgroundEmulator {
             service_connection_string,
             hub,
             broker,
+            workload,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -294,6 +349,15 @@ impl BackgroundEmulator {
 
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    pub fn workload(&self) -> &WorkloadEndpoints {
+        &self.workload
+    }
+
+    /// As [`RunningEmulator::edge_environment`].
+    pub fn edge_environment(&self, device_id: &str, module_id: &str) -> Vec<(String, String)> {
+        workload::edge_environment(&self.hub, &self.workload, device_id, module_id)
     }
 }
 
