@@ -1,0 +1,29 @@
+"""ironhub: an Azure IoT Hub device and module client with a Rust core, a drop-in for
+``azure.iot.device`` (replace the import; ``ironhub.aio`` mirrors ``azure.iot.device.aio``).
+
+ironhub-only additions: the ``mqtt_port``, ``https_port`` and ``operation_timeout`` factory
+keywords, and pipelined ``send_messages``.
+
+Logging: the Rust core logs through Python's ``logging`` under the ``ironhub`` logger
+(``ironhub.<module>`` children). Levels are cached on first use; after changing them call
+``ironhub.reset_log_cache()``.
+"""
+
+from . import aio, exceptions
+from ._native import __version__, reset_log_cache
+from .models import Message, MethodRequest, MethodResponse, ProxyOptions, X509
+from .sync_clients import IoTHubDeviceClient, IoTHubModuleClient
+
+__all__ = [
+    "IoTHubDeviceClient",
+    "IoTHubModuleClient",
+    "Message",
+    "MethodRequest",
+    "MethodResponse",
+    "X509",
+    "ProxyOptions",
+    "exceptions",
+    "aio",
+    "__version__",
+    "reset_log_cache",
+]

@@ -1,0 +1,161 @@
+//! Conversions between Python values and the core's types: `ironhub.models.Message` ↔
+//! `ironhub::Message`, method requests/responses, and JSON documents (twins, payloads).
+//! JSON goes through Python's own `json` module so that what serializes, and how, is exactly
+//! what azure-iot-device accepts (it uses `json.dumps` too).
+
+use bytes::Bytes;
+use ironhub::{Message, MethodRequest, MethodResponse};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyMemoryView, PyString};
+use serde_json::Value;
+
+static MESSAGE_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static METHOD_REQUEST_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static JSON_DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A Python value as JSON (`json.dumps` semantics: non-serializable → `TypeError`).
+pub fn to_json(value: &Bound<'_, PyAny>) -> PyResult<Value> {
+    let py = value.py();
+    let text: String = JSON_DUMPS
+        .import(py, "json", "dumps")?
+        .call1((value,))?
+        .extract()?;
+    serde_json::from_str(&text).map_err(|e| PyValueError::new_err(format!("not valid JSON: {e}")))
+}
+
+/// A JSON document as Python objects (dicts keep the document's key order).
+pub fn from_json<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    JSON_LOADS
+        .import(py, "json", "loads")?
+        .call1((value.to_string(),))
+}
+
+/// The payload bytes of `Message.data`, converted as paho-mqtt converts a payload for
+/// azure-iot-device: text as UTF-8, numbers as their `str()`, `None` as empty.
+fn payload(data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if data.is_none() {
+        return Ok(Bytes::new());
+    }
+    if let Ok(s) = data.cast::<PyString>() {
+        return Ok(Bytes::from(s.to_cow()?.into_owned()));
+    }
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(Bytes::copy_from_slice(b.as_bytes()));
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return Ok(Bytes::from(b.to_vec()));
+    }
+    if data.is_instance_of::<PyMemoryView>() {
+        let b: Vec<u8> = data.call_method0("tobytes")?.extract()?;
+        return Ok(Bytes::from(b));
+    }
+    if data.is_instance_of::<PyInt>()
+        || data.is_instance_of::<PyFloat>()
+        || data.is_instance_of::<PyBool>()
+    {
+        return Ok(Bytes::from(text(data)?));
+    }
+    Err(PyTypeError::new_err(
+        "Message data must be a str, bytes, bytearray, int, float or None",
+    ))
+}
+
+/// `str(value)`.
+fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(value.str()?.to_cow()?.into_owned())
+}
+
+/// `str(value)` of an optional attribute, as azure-iot-device formats system properties.
+fn optional_text(obj: &Bound<'_, PyAny>, attr: &str) -> PyResult<Option<String>> {
+    let v = obj.getattr(attr)?;
+    if v.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(text(&v)?))
+}
+
+/// An `ironhub.models.Message` (or any object with its attributes) as a core message.
+pub fn message_from_py(msg: &Bound<'_, PyAny>) -> PyResult<Message> {
+    let mut out = Message::new(payload(&msg.getattr("data")?)?);
+    out.message_id = optional_text(msg, "message_id")?;
+    out.correlation_id = optional_text(msg, "correlation_id")?;
+    out.user_id = optional_text(msg, "user_id")?;
+    out.content_encoding = optional_text(msg, "content_encoding")?;
+    out.content_type = optional_text(msg, "content_type")?;
+    out.output_name = optional_text(msg, "output_name")?;
+    out.iothub_interface_id = optional_text(msg, "iothub_interface_id")?;
+    let expiry = msg.getattr("expiry_time_utc")?;
+    if !expiry.is_none() {
+        // A datetime goes out as ISO 8601, like azure-iot-device does.
+        let text = if expiry.hasattr("isoformat")? {
+            expiry.call_method0("isoformat")?
+        } else {
+            expiry
+        };
+        out.expiry_time_utc = Some(self::text(&text)?);
+    }
+    let props = msg.getattr("custom_properties")?;
+    if !props.is_none() {
+        for item in props.call_method0("items")?.try_iter()? {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+            out.set_property(text(&k)?, text(&v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A received core message as an `ironhub.models.Message` (data as bytes).
+pub fn message_to_py<'py>(py: Python<'py>, msg: &Message) -> PyResult<Bound<'py, PyAny>> {
+    let obj = MESSAGE_CLASS
+        .import(py, "ironhub.models", "Message")?
+        .call1((PyBytes::new(py, &msg.data),))?;
+    let set = |name: &str, v: &Option<String>| obj.setattr(name, v.as_deref());
+    set("message_id", &msg.message_id)?;
+    set("expiry_time_utc", &msg.expiry_time_utc)?;
+    set("correlation_id", &msg.correlation_id)?;
+    set("user_id", &msg.user_id)?;
+    set("content_encoding", &msg.content_encoding)?;
+    set("content_type", &msg.content_type)?;
+    set("output_name", &msg.output_name)?;
+    set("input_name", &msg.input_name)?;
+    set("ack", &msg.ack)?;
+    set("_iothub_interface_id", &msg.iothub_interface_id)?;
+    let props = obj.getattr("custom_properties")?;
+    for (k, v) in &msg.custom_properties {
+        props.set_item(k, v)?;
+    }
+    Ok(obj)
+}
+
+/// A received method request as an `ironhub.models.MethodRequest`.
+pub fn method_request_to_py<'py>(
+    py: Python<'py>,
+    req: &MethodRequest,
+) -> PyResult<Bound<'py, PyAny>> {
+    let payload = from_json(py, &req.payload)?;
+    METHOD_REQUEST_CLASS
+        .import(py, "ironhub.models", "MethodRequest")?
+        .call1((req.request_id.as_str(), req.name.as_str(), payload))
+}
+
+/// An `ironhub.models.MethodResponse` (or any object with its attributes) as a core one.
+pub fn method_response_from_py(resp: &Bound<'_, PyAny>) -> PyResult<MethodResponse> {
+    let request_id: String = resp
+        .getattr("request_id")?
+        .extract()
+        .map_err(|_| PyTypeError::new_err("MethodResponse.request_id must be a str"))?;
+    let status: i32 = resp
+        .getattr("status")?
+        .extract()
+        .map_err(|_| PyTypeError::new_err("MethodResponse.status must be an int"))?;
+    let payload = resp.getattr("payload")?;
+    let payload = if payload.is_none() {
+        None
+    } else {
+        Some(to_json(&payload)?)
+    };
+    Ok(MethodResponse::new(request_id, status, payload))
+}

@@ -1,0 +1,54 @@
+//! `ironhub._native`: the PyO3 module behind the `ironhub` Python package. A thin adapter over
+//! the Rust core (`ironhub` crate): argument conversion, GIL handling, exception mapping and
+//! logging; no protocol logic lives here.
+//!
+//! - `errors`: the exception classes and the core error → exception mapping.
+//! - `options`: factory keyword arguments → `ClientOptions`.
+//! - `convert`: Python models and JSON ↔ core types.
+//! - `handlers`: Python callables as core handlers (dispatcher thread, GIL, logged exceptions).
+//! - `client`: the `Client` class (blocking calls without the GIL, background calls for asyncio).
+
+use pyo3::prelude::*;
+
+mod background;
+mod client;
+mod convert;
+mod errors;
+mod handlers;
+mod options;
+
+/// The size IoT Hub counts against its 256 KB telemetry limit for `message` (an
+/// `ironhub.models.Message`).
+#[pyfunction]
+fn message_size(message: &Bound<'_, PyAny>) -> PyResult<usize> {
+    Ok(convert::message_from_py(message)?.get_size())
+}
+
+static LOG_RESET: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
+
+/// Forgets the Python logging levels the Rust log bridge cached: call it after changing the
+/// level of an `ironhub` logger so Rust records follow the new level.
+#[pyfunction]
+fn reset_log_cache() {
+    if let Some(h) = LOG_RESET.get() {
+        h.reset();
+    }
+}
+
+/// The native half of the `ironhub` package.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Rust `log` records go to Python's `logging` (target `ironhub::x` → logger `ironhub.x`).
+    // Levels are cached per target so a disabled record costs no GIL; `reset_log_cache` drops the
+    // cache. A second import in the same process finds the bridge installed already: fine.
+    if let Ok(handle) = pyo3_log::try_init() {
+        let _ = LOG_RESET.set(handle);
+    }
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    m.add_class::<client::Client>()?;
+    m.add_function(wrap_pyfunction!(message_size, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
+    m.add("HANDLER_NAMES", handlers::HANDLER_NAMES.to_vec())?;
+    Ok(())
+}
