@@ -1,0 +1,3 @@
+module ironhub.invalid/bindings/go
+
+go 1.22

@@ -1,0 +1,193 @@
+//! The six handler registrations. Each wraps a C function pointer and its `user_data` in a core
+//! handler; the core runs handlers on its dispatcher (never on the network loop, one at a time per
+//! client) and guarantees that once a setter returns, the previous handler is not running and
+//! never runs again. Passing a NULL callback clears (and, for receive handlers, unsubscribes).
+//!
+//! Values lent to a callback (strings, the message) live on the dispatcher's stack for the
+//! duration of the call only.
+
+use std::ffi::{c_char, c_void, CString};
+use std::sync::Arc;
+
+use super::boundary::{arg_ref, ffi_fallible};
+use super::client::ironhub_client;
+use super::error_map::result_code;
+use super::message::ironhub_message;
+use super::{ironhub_connection_reason, ironhub_result};
+use crate::message::{ConnectionReason, ConnectionStateChange, Message, MethodRequest};
+
+/// `user_data` of a callback, carried to the dispatcher thread. The C caller promises it may be
+/// used from there (that is what registering a callback means).
+#[derive(Clone, Copy)]
+pub(crate) struct UserData(pub(crate) *mut c_void);
+
+// SAFETY: the pointer is only handed back to the C callback it was registered with; the C API
+// documents that callbacks run on a dispatcher thread.
+unsafe impl Send for UserData {}
+// SAFETY: as above; the library never dereferences it.
+unsafe impl Sync for UserData {}
+
+impl UserData {
+    /// A method (not field access) so closures capture the whole `Send` wrapper.
+    pub(crate) fn get(self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// A received C2D message (device) or input message (module, with its input name).
+pub type ironhub_message_callback = Option<extern "C" fn(user_data: *mut c_void, m: *const ironhub_message)>;
+/// A direct method request; answer with `ironhub_client_send_method_response(request_id, ...)`
+/// now or later, from any thread. `payload_json` is JSON text (`null` when none was sent).
+pub type ironhub_method_callback = Option<
+    extern "C" fn(
+        user_data: *mut c_void,
+        request_id: *const c_char,
+        method_name: *const c_char,
+        payload_json: *const c_char,
+    ),
+>;
+/// A desired-properties patch as JSON text, with `$version`.
+pub type ironhub_twin_patch_callback = Option<extern "C" fn(user_data: *mut c_void, patch_json: *const c_char)>;
+/// The connection went up or down, and why.
+pub type ironhub_connection_state_callback =
+    Option<extern "C" fn(user_data: *mut c_void, connected: bool, reason: ironhub_connection_reason)>;
+/// The SAS token given to `ironhub_client_create_from_sastoken` expires in 120 s: call
+/// `ironhub_client_update_sastoken`.
+pub type ironhub_sastoken_callback = Option<extern "C" fn(user_data: *mut c_void)>;
+/// An error no caller was waiting for (e.g. a failed automatic reconnect), with its detail.
+pub type ironhub_background_exception_callback =
+    Option<extern "C" fn(user_data: *mut c_void, kind: ironhub_result, message: *const c_char)>;
+
+/// A C copy of text handed to a callback (interior NULs cannot come out of serde_json; any in an
+/// id from the wire are dropped rather than truncating the string).
+fn lend(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
+fn reason_code(r: ConnectionReason) -> ironhub_connection_reason {
+    use ironhub_connection_reason as C;
+    match r {
+        ConnectionReason::Ok => C::IRONHUB_REASON_OK,
+        ConnectionReason::ExpiredSasToken => C::IRONHUB_REASON_EXPIRED_SAS_TOKEN,
+        ConnectionReason::DeviceDisabled => C::IRONHUB_REASON_DEVICE_DISABLED,
+        ConnectionReason::BadCredential => C::IRONHUB_REASON_BAD_CREDENTIAL,
+        ConnectionReason::RetryExpired => C::IRONHUB_REASON_RETRY_EXPIRED,
+        ConnectionReason::NoNetwork => C::IRONHUB_REASON_NO_NETWORK,
+        ConnectionReason::CommunicationError => C::IRONHUB_REASON_COMMUNICATION_ERROR,
+        ConnectionReason::NoPingResponse => C::IRONHUB_REASON_NO_PING_RESPONSE,
+        ConnectionReason::ClientClose => C::IRONHUB_REASON_CLIENT_CLOSE,
+    }
+}
+
+/// Handler for C2D messages (devices) and input messages (modules). Setting one subscribes
+/// (connecting first when auto_connect is on); NULL unsubscribes.
+#[no_mangle]
+pub extern "C" fn ironhub_client_on_message_received(
+    c: *mut ironhub_client,
+    cb: ironhub_message_callback,
+    user_data: *mut c_void,
+) -> ironhub_result {
+    ffi_fallible! {
+        let c = arg_ref(c, "c")?;
+        let user_data = UserData(user_data);
+        let handler = cb.map(|cb| -> crate::client::MessageHandler {
+            Arc::new(move |m: Message| {
+                let lent = ironhub_message::from_message(m);
+                cb(user_data.get(), &lent);
+            })
+        });
+        Ok(c.client.on_message_received(handler)?)
+    }
+}
+
+/// Handler for direct method requests. Setting one subscribes; NULL unsubscribes.
+#[no_mangle]
+pub extern "C" fn ironhub_client_on_method_request_received(
+    c: *mut ironhub_client,
+    cb: ironhub_method_callback,
+    user_data: *mut c_void,
+) -> ironhub_result {
+    ffi_fallible! {
+        let c = arg_ref(c, "c")?;
+        let user_data = UserData(user_data);
+        let handler = cb.map(|cb| -> crate::client::MethodRequestHandler {
+            Arc::new(move |r: MethodRequest| {
+                let (rid, name, payload) = (lend(&r.request_id), lend(&r.name), lend(&r.payload.to_string()));
+                cb(user_data.get(), rid.as_ptr(), name.as_ptr(), payload.as_ptr());
+            })
+        });
+        Ok(c.client.on_method_request_received(handler)?)
+    }
+}
+
+/// Handler for desired-properties patches. Setting one subscribes; NULL unsubscribes.
+#[no_mangle]
+pub extern "C" fn ironhub_client_on_twin_desired_properties_patch_received(
+    c: *mut ironhub_client,
+    cb: ironhub_twin_patch_callback,
+    user_data: *mut c_void,
+) -> ironhub_result {
+    ffi_fallible! {
+        let c = arg_ref(c, "c")?;
+        let user_data = UserData(user_data);
+        let handler = cb.map(|cb| -> crate::client::TwinPatchHandler {
+            Arc::new(move |patch: serde_json::Value| {
+                let patch = lend(&patch.to_string());
+                cb(user_data.get(), patch.as_ptr());
+            })
+        });
+        Ok(c.client.on_twin_desired_properties_patch_received(handler)?)
+    }
+}
+
+/// Handler for connection state changes (with the reason azure-iot-sdk-c would give).
+#[no_mangle]
+pub extern "C" fn ironhub_client_on_connection_state_change(
+    c: *mut ironhub_client,
+    cb: ironhub_connection_state_callback,
+    user_data: *mut c_void,
+) -> ironhub_result {
+    ffi_fallible! {
+        let c = arg_ref(c, "c")?;
+        let user_data = UserData(user_data);
+        let handler = cb.map(|cb| -> crate::client::ConnectionStateHandler {
+            Arc::new(move |change: ConnectionStateChange| cb(user_data.get(), change.connected, reason_code(change.reason)))
+        });
+        Ok(c.client.on_connection_state_change(handler)?)
+    }
+}
+
+/// Handler called 120 s before a user-supplied SAS token expires.
+#[no_mangle]
+pub extern "C" fn ironhub_client_on_new_sastoken_required(
+    c: *mut ironhub_client,
+    cb: ironhub_sastoken_callback,
+    user_data: *mut c_void,
+) -> ironhub_result {
+    ffi_fallible! {
+        let c = arg_ref(c, "c")?;
+        let user_data = UserData(user_data);
+        let handler = cb.map(|cb| -> crate::client::SasTokenRequiredHandler { Arc::new(move || cb(user_data.get())) });
+        Ok(c.client.on_new_sastoken_required(handler)?)
+    }
+}
+
+/// Handler for background errors: `kind` is the result code the error maps to, `message` its text.
+#[no_mangle]
+pub extern "C" fn ironhub_client_on_background_exception(
+    c: *mut ironhub_client,
+    cb: ironhub_background_exception_callback,
+    user_data: *mut c_void,
+) -> ironhub_result {
+    ffi_fallible! {
+        let c = arg_ref(c, "c")?;
+        let user_data = UserData(user_data);
+        let handler = cb.map(|cb| -> crate::client::BackgroundExceptionHandler {
+            Arc::new(move |e: crate::error::Error| {
+                let text = lend(&e.to_string());
+                cb(user_data.get(), result_code(e.kind()), text.as_ptr());
+            })
+        });
+        Ok(c.client.on_background_exception(handler)?)
+    }
+}

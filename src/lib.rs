@@ -1,0 +1,55 @@
+//! ironhub: an Azure IoT Hub device and module client.
+//!
+//! - [`Client`] (async) and [`blocking::Client`] (sync facade over one shared runtime): the
+//!   surface of azure-iot-device's `IoTHubDeviceClient` / `IoTHubModuleClient` (factories, options,
+//!   operations, handlers, deprecated receive APIs), plus pipelined sends.
+//! - [`service::ServiceClient`]: a small IoT Hub service client (twins, direct methods).
+//! - `ffi`: the C ABI (over this crate's API, no logic of its own).
+//!
+//! Handlers never run on a network loop: they run on a small shared dispatcher pool, one at a time
+//! per client. No call blocks without a bound (`ClientOptions::operation_timeout`), and no key,
+//! signature or token ever appears in an error or a log line.
+//!
+//! ```no_run
+//! # async fn demo() -> ironhub::Result<()> {
+//! use std::sync::Arc;
+//! use ironhub::{Client, ClientOptions, Message};
+//!
+//! let client = Client::create_from_connection_string(
+//!     "HostName=hub.azure-devices.net;DeviceId=dev1;SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZg==",
+//!     ClientOptions::default(),
+//! )?;
+//! client.on_message_received(Some(Arc::new(|m: Message| println!("C2D: {:?}", m.data)))).await?;
+//! let mut m = Message::new("{\"temperature\": 21.5}");
+//! m.content_type = Some("application/json".into());
+//! m.set_property("unit", "celsius");
+//! client.send_message(&m).await?;
+//! client.patch_twin_reported_properties(&serde_json::json!({"firmware": "1.0"})).await?;
+//! client.shutdown().await
+//! # }
+//! ```
+
+pub mod auth;
+pub mod blocking;
+pub mod client;
+mod dispatch;
+pub mod error;
+pub mod ffi;
+pub mod message;
+pub mod options;
+mod runtime;
+pub mod service;
+mod session;
+pub mod transport;
+
+pub use auth::Identity;
+pub use client::{
+    BackgroundExceptionHandler, Client, ConnectionStateHandler, MessageHandler, MethodRequestHandler,
+    SasTokenRequiredHandler, SendCallback, SendFuture, TwinPatchHandler,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use message::{ConnectionReason, ConnectionStateChange, Message, MethodRequest, MethodResponse, X509};
+pub use options::{ClientOptions, ProxyOptions, ProxyType};
+
+/// The crate version (equal to Cargo.toml's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

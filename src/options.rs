@@ -1,0 +1,152 @@
+//! Client options: every keyword argument of python-surface.md with its default and its
+//! validation, plus ironhub's own bounds (`operation_timeout`) and ports (`mqtt_port`,
+//! `https_port`) so tests can point a client at an emulator on ephemeral ports.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Proxy kind of `ProxyOptions(proxy_type=...)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyType {
+    Http,
+    Socks4,
+    Socks5,
+}
+
+impl ProxyType {
+    /// Parses "HTTP", "SOCKS4", "SOCKS5" (case-insensitive), as the Python SDK accepts them.
+    pub fn parse(s: &str) -> Result<ProxyType> {
+        match s.to_ascii_uppercase().as_str() {
+            "HTTP" => Ok(ProxyType::Http),
+            "SOCKS4" => Ok(ProxyType::Socks4),
+            "SOCKS5" => Ok(ProxyType::Socks5),
+            _ => Err(Error::invalid(format!(
+                "invalid proxy type {s:?}: expected HTTP, SOCKS4 or SOCKS5"
+            ))),
+        }
+    }
+}
+
+/// `ProxyOptions(proxy_type, proxy_addr, proxy_port, proxy_username=None, proxy_password=None)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyOptions {
+    pub proxy_type: ProxyType,
+    pub proxy_addr: String,
+    pub proxy_port: u16,
+    pub proxy_username: Option<String>,
+    pub proxy_password: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyOptions {
+    // The password is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyOptions")
+            .field("proxy_type", &self.proxy_type)
+            .field("proxy_addr", &self.proxy_addr)
+            .field("proxy_port", &self.proxy_port)
+            .field("proxy_username", &self.proxy_username)
+            .field("proxy_password", &self.proxy_password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Keyword options of every `create_from_*` factory.
+///
+/// Fields that some factories refuse (`sastoken_ttl`, `gateway_hostname`,
+/// `server_verification_cert`) are `Option` so the factory can tell "set" from "default".
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// PEM text of trusted root(s); `None` → the public web PKI roots.
+    pub server_verification_cert: Option<String>,
+    /// Host actually connected to; username and SAS resource still use the hub hostname.
+    pub gateway_hostname: Option<String>,
+    /// MQTT over WebSockets (`wss://host:https_port/$iothub/websocket`).
+    pub websockets: bool,
+    /// OpenSSL-style cipher list (`:`-separated); empty = rustls defaults.
+    pub cipher: String,
+    /// Appended to the user agent; a `dtmi:` value is a Plug and Play model id instead.
+    pub product_info: String,
+    pub proxy_options: Option<ProxyOptions>,
+    /// Lifetime of generated SAS tokens in seconds; `None` = 3600.
+    pub sastoken_ttl: Option<u64>,
+    /// MQTT keep-alive in seconds, 1..=1740.
+    pub keep_alive: u64,
+    pub auto_connect: bool,
+    pub connection_retry: bool,
+    /// Seconds between reconnect attempts (> 0); the actual wait backs off exponentially
+    /// from this value up to `max(interval, 60 s)`... never below the interval.
+    pub connection_retry_interval: u64,
+    pub ensure_desired_properties: bool,
+    /// ironhub: bound on every blocking operation (default 240 s).
+    pub operation_timeout: Duration,
+    /// ironhub: MQTT/TLS port (default 8883).
+    pub mqtt_port: u16,
+    /// ironhub: HTTPS/WebSocket port (default 443).
+    pub https_port: u16,
+}
+
+pub const DEFAULT_SASTOKEN_TTL: u64 = 3600;
+pub const MAX_KEEP_ALIVE: u64 = 1740;
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            server_verification_cert: None,
+            gateway_hostname: None,
+            websockets: false,
+            cipher: String::new(),
+            product_info: String::new(),
+            proxy_options: None,
+            sastoken_ttl: None,
+            keep_alive: 60,
+            auto_connect: true,
+            connection_retry: true,
+            connection_retry_interval: 10,
+            ensure_desired_properties: true,
+            operation_timeout: Duration::from_secs(240),
+            mqtt_port: 8883,
+            https_port: 443,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Checks every value; the factories call it, wrappers may call it early.
+    pub fn validate(&self) -> Result<()> {
+        if self.keep_alive == 0 || self.keep_alive > MAX_KEEP_ALIVE {
+            return Err(Error::invalid(format!(
+                "keep_alive must be between 1 and {MAX_KEEP_ALIVE} seconds, got {}",
+                self.keep_alive
+            )));
+        }
+        if self.connection_retry_interval == 0 {
+            return Err(Error::invalid("connection_retry_interval must be greater than 0"));
+        }
+        if self.sastoken_ttl == Some(0) {
+            return Err(Error::invalid("sastoken_ttl must be greater than 0"));
+        }
+        if self.operation_timeout.is_zero() {
+            return Err(Error::invalid("operation_timeout must be greater than 0"));
+        }
+        if self.mqtt_port == 0 || self.https_port == 0 {
+            return Err(Error::invalid("ports must be non-zero"));
+        }
+        if let Some(g) = &self.gateway_hostname {
+            if g.trim().is_empty() {
+                return Err(Error::invalid("gateway_hostname must not be empty"));
+            }
+        }
+        if let Some(p) = &self.proxy_options {
+            if p.proxy_addr.trim().is_empty() || p.proxy_port == 0 {
+                return Err(Error::invalid("proxy_options needs an address and a non-zero port"));
+            }
+        }
+        crate::transport::tls::parse_cipher_list(&self.cipher)?;
+        Ok(())
+    }
+
+    pub(crate) fn sastoken_ttl_secs(&self) -> u64 {
+        self.sastoken_ttl.unwrap_or(DEFAULT_SASTOKEN_TTL)
+    }
+}

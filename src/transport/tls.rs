@@ -1,0 +1,133 @@
+//! rustls client configuration with the `ring` provider: TLS 1.2 minimum, chain and host name
+//! verified against the host connected to, trust roots from `server_verification_cert` (PEM text)
+//! or the web PKI, optional client certificate (X.509 identities), optional cipher list.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, SupportedCipherSuite};
+
+use crate::error::{Error, Result};
+use crate::message::X509;
+
+/// OpenSSL names (and IANA names) of the suites the ring provider offers.
+const CIPHER_NAMES: &[(&str, &str)] = &[
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+    ("ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+    ("ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+    ("ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+    ("ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
+    ("ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
+    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
+    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
+    ("TLS_CHACHA20_POLY1305_SHA256", "TLS13_CHACHA20_POLY1305_SHA256"),
+];
+
+/// Parses the `cipher` option into rustls suites; empty → None (provider defaults).
+/// Unknown names are an error: silently ignoring a security setting would be worse.
+pub fn parse_cipher_list(cipher: &str) -> Result<Option<Vec<SupportedCipherSuite>>> {
+    let names: Vec<&str> = cipher.split(':').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let all = rustls::crypto::ring::default_provider().cipher_suites;
+    let mut chosen = Vec::new();
+    for name in names {
+        let rustls_name = CIPHER_NAMES
+            .iter()
+            .find(|(openssl, _)| openssl.eq_ignore_ascii_case(name))
+            .map(|(_, r)| *r)
+            .unwrap_or(name);
+        let suite = all
+            .iter()
+            .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(rustls_name))
+            .ok_or_else(|| Error::invalid(format!("unsupported cipher {name:?}")))?;
+        if !chosen.iter().any(|c: &SupportedCipherSuite| c.suite() == suite.suite()) {
+            chosen.push(*suite);
+        }
+    }
+    // TLS 1.3 handshakes need at least one 1.3 suite; keep the defaults for 1.3 when only 1.2 names were given.
+    if !chosen.iter().any(|s| s.version() == &rustls::version::TLS13) {
+        chosen.extend(all.iter().filter(|s| s.version() == &rustls::version::TLS13).copied());
+    }
+    Ok(Some(chosen))
+}
+
+fn provider(cipher: &str) -> Result<CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if let Some(suites) = parse_cipher_list(cipher)? {
+        p.cipher_suites = suites;
+    }
+    Ok(p)
+}
+
+/// Root store from PEM text, or the web PKI roots.
+pub fn root_store(server_verification_cert: Option<&str>) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match server_verification_cert {
+        Some(pem) => {
+            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_bytes())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| Error::invalid("server_verification_cert is not valid PEM"))?;
+            if certs.is_empty() {
+                return Err(Error::invalid("server_verification_cert holds no certificate"));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| Error::invalid(format!("server_verification_cert: unusable certificate: {e}")))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(roots)
+}
+
+/// Certificate chain and key of an X.509 identity.
+pub fn load_client_identity(x509: &X509) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let cert_pem = std::fs::read(&x509.certificate_file)
+        .map_err(|e| Error::invalid(format!("cannot read certificate file {:?}: {e}", x509.certificate_file)))?;
+    let key_pem = std::fs::read(&x509.key_file)
+        .map_err(|e| Error::invalid(format!("cannot read key file {:?}: {e}", x509.key_file)))?;
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::invalid("certificate file is not valid PEM"))?;
+    if chain.is_empty() {
+        return Err(Error::invalid("certificate file holds no certificate"));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            if x509.pass_phrase.is_some() {
+                Error::invalid("encrypted private keys are not supported: decrypt the key file first")
+            } else {
+                Error::invalid("key file holds no usable private key")
+            }
+        })?;
+    Ok((chain, key))
+}
+
+/// The client TLS configuration every connection of a client uses.
+pub fn client_config(
+    server_verification_cert: Option<&str>,
+    cipher: &str,
+    x509: Option<&X509>,
+) -> Result<Arc<ClientConfig>> {
+    let roots = root_store(server_verification_cert)?;
+    let builder = ClientConfig::builder_with_provider(Arc::new(provider(cipher)?))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::invalid(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots);
+    let config = match x509 {
+        Some(x) => {
+            let (chain, key) = load_client_identity(x)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::invalid(format!("client certificate and key do not match or are unusable: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
