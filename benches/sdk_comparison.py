@@ -15,7 +15,6 @@ the two SDKs of one run, not the absolute numbers. Results print as a Markdown t
 
 import argparse
 import asyncio
-import fcntl
 import json
 import os
 import subprocess
@@ -25,10 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python" / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 import hubctl  # noqa: E402  (the emulator process + operator-side helper the Python suites use)
 
-PORT_LOCK = "/tmp/ironhub-privileged-ports.lock"
 SDKS = {"azure-iot-device": "azure.iot.device", "ironhub": "ironhub"}
 
 
@@ -116,10 +114,8 @@ def main() -> None:
     if args.emulator:
         hubctl.EMULATOR_BIN = Path(args.emulator)
 
-    lock = open(PORT_LOCK, "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    with tempfile.TemporaryDirectory() as state:
-        hub = hubctl.Hub(Path(state), mqtt_port=8883, https_port=443)
+    with hubctl.privileged_ports(), tempfile.TemporaryDirectory() as state:
+        hub = hubctl.start_privileged_hub(Path(state))
         try:
             results = {}
             for sdk_name in SDKS:

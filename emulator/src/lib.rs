@@ -16,5 +16,5 @@ pub mod server;
 pub mod workload;
 
 pub use identity::Identity;
-pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, RunningEmulator};
+pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, RunningEmulator};
 pub use workload::WorkloadEndpoints;

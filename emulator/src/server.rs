@@ -66,8 +66,10 @@ pub enum EmulatorError {
 
 pub struct Emulator;
 
-/// A started emulator. Dropping it stops the listeners; `shutdown` does so and waits.
-pub struct RunningEmulator {
+/// What a client or test needs to reach a started emulator; both ways of running one
+/// ([`RunningEmulator`], [`BackgroundEmulator`]) hand it out by `Deref`.
+#[derive(Clone)]
+pub struct EmulatorHandle {
     hostname: String,
     mqtt_port: u16,
     https_port: u16,
@@ -76,6 +78,11 @@ pub struct RunningEmulator {
     hub: Arc<Hub>,
     broker: Arc<Broker>,
     workload: WorkloadEndpoints,
+}
+
+/// A started emulator. Dropping it stops the listeners; `shutdown` does so and waits.
+pub struct RunningEmulator {
+    handle: EmulatorHandle,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -145,14 +152,16 @@ impl Emulator {
         tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));
         let running = RunningEmulator {
-            hostname: config.hostname.clone(),
-            mqtt_port,
-            https_port,
-            ca_pem: identity.ca_pem,
-            service_connection_string,
-            hub,
-            broker,
-            workload,
+            handle: EmulatorHandle {
+                hostname: config.hostname.clone(),
+                mqtt_port,
+                https_port,
+                ca_pem: identity.ca_pem,
+                service_connection_string,
+                hub,
+                broker,
+                workload,
+            },
             tasks,
         };
         if let Some(dir) = state_dir {
@@ -166,7 +175,7 @@ impl Emulator {
     }
 }
 
-impl RunningEmulator {
+impl EmulatorHandle {
     pub fn hostname(&self) -> &str {
         &self.hostname
     }
@@ -208,6 +217,16 @@ impl RunningEmulator {
         workload::edge_environment(&self.hub, &self.workload, device_id, module_id)
     }
 
+}
+
+impl std::ops::Deref for RunningEmulator {
+    type Target = EmulatorHandle;
+    fn deref(&self) -> &EmulatorHandle {
+        &self.handle
+    }
+}
+
+impl RunningEmulator {
     /// `hub.json`, written last (atomically) so whoever waits for it finds both ports open.
     fn write_hub_file(&self, dir: &Path) -> Result<(), EmulatorError> {
         let mut info = json!({
@@ -259,14 +278,7 @@ impl Drop for RunningEmulator {
 
 /// An emulator on its own thread and runtime, until dropped.
 pub struct BackgroundEmulator {
-    hostname: String,
-    mqtt_port: u16,
-    https_port: u16,
-    ca_pem: String,
-    service_connection_string: String,
-    hub: Arc<Hub>,
-    broker: Arc<Broker>,
-    workload: WorkloadEndpoints,
+    handle: EmulatorHandle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -286,16 +298,7 @@ impl BackgroundEmulator {
             runtime.block_on(async move {
                 match Emulator::start(config).await {
                     Ok(running) => {
-                        let _ = ready_tx.send(Ok((
-                            running.hostname.clone(),
-                            running.mqtt_port,
-                            running.https_port,
-                            running.ca_pem.clone(),
-                            running.service_connection_string.clone(),
-                            running.hub.clone(),
-                            running.broker.clone(),
-                            running.workload.clone(),
-                        )));
+                        let _ = ready_tx.send(Ok(running.handle.clone()));
                         let _ = stop_rx.await;
                         running.shutdown().await;
                     }
@@ -307,57 +310,19 @@ impl BackgroundEmulator {
             // Connection tasks still running die with the runtime here.
             runtime.shutdown_timeout(std::time::Duration::from_secs(2));
         })?;
-        let (hostname, mqtt_port, https_port, ca_pem, service_connection_string, hub, broker, workload) =
-            ready_rx.recv().map_err(|_| EmulatorError::ThreadGone)??;
+        let handle = ready_rx.recv().map_err(|_| EmulatorError::ThreadGone)??;
         Ok(BackgroundEmulator {
-            hostname,
-            mqtt_port,
-            https_port,
-            ca_pem,
-            service_connection_string,
-            hub,
-            broker,
-            workload,
+            handle,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
+}
 
-    pub fn hostname(&self) -> &str {
-        &self.hostname
-    }
-
-    pub fn mqtt_port(&self) -> u16 {
-        self.mqtt_port
-    }
-
-    pub fn https_port(&self) -> u16 {
-        self.https_port
-    }
-
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    pub fn service_connection_string(&self) -> &str {
-        &self.service_connection_string
-    }
-
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    pub fn broker(&self) -> &Arc<Broker> {
-        &self.broker
-    }
-
-    pub fn workload(&self) -> &WorkloadEndpoints {
-        &self.workload
-    }
-
-    /// As [`RunningEmulator::edge_environment`].
-    pub fn edge_environment(&self, device_id: &str, module_id: &str) -> Vec<(String, String)> {
-        workload::edge_environment(&self.hub, &self.workload, device_id, module_id)
+impl std::ops::Deref for BackgroundEmulator {
+    type Target = EmulatorHandle;
+    fn deref(&self) -> &EmulatorHandle {
+        &self.handle
     }
 }
 

@@ -5,14 +5,14 @@ ironhub at the emulator through its ironhub-only `mqtt_port`/`https_port` keywor
 import itertools
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))
 
+import hubctl  # noqa: E402
 from hubctl import Hub  # noqa: E402
 
 _counter = itertools.count()
@@ -21,6 +21,7 @@ _counter = itertools.count()
 @pytest.fixture(scope="session")
 def hub(tmp_path_factory):
     """The emulator, started once for the session on ephemeral ports."""
+    hubctl.ensure_emulator_binary()
     h = Hub(tmp_path_factory.mktemp("hub"))
     yield h
     h.stop()
@@ -86,25 +87,9 @@ def privileged_hub(tmp_path_factory):
     """An emulator on the real ports 8883/443, which the official SDK insists on. Another
     suite uses those ports too: an exclusive lock on /tmp/ironhub-privileged-ports.lock is held
     for the whole session."""
-    import fcntl
-
-    lock = open("/tmp/ironhub-privileged-ports.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-        # The previous holder's hub may still be releasing the ports: retry for a while.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                h = Hub(tmp_path_factory.mktemp("privileged-hub"), mqtt_port=8883, https_port=443)
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+    with hubctl.privileged_ports():
+        h = hubctl.start_privileged_hub(tmp_path_factory.mktemp("privileged-hub"))
         try:
             yield h
         finally:
             h.stop()
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()

@@ -1,16 +1,11 @@
-"""Test helpers: unique identities, service SAS tokens, the emulator's control API, and
+"""Test helpers: unique identities, the emulator's control API (through hubctl), and
 waiting on SDK handler callbacks."""
 
 import base64
-import hashlib
-import hmac
 import os
 import queue
 import time
-import urllib.parse
 import uuid
-
-import requests
 
 from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
 
@@ -25,26 +20,11 @@ def new_key():
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def parse_connection_string(cs):
-    return dict(part.split("=", 1) for part in cs.split(";"))
-
-
-def service_token(emulator, policy="iothubowner", ttl=3600):
-    """A service SAS token for the hub, signed with the policy key, built as IoT Hub does."""
-    parts = parse_connection_string(emulator.service_connection_string)
-    resource = urllib.parse.quote(parts["HostName"], safe="")
-    expiry = int(time.time()) + ttl
-    to_sign = f"{resource}\n{expiry}".encode()
-    digest = hmac.new(base64.b64decode(parts["SharedAccessKey"]), to_sign, hashlib.sha256).digest()
-    signature = urllib.parse.quote(base64.b64encode(digest), safe="")
-    return f"SharedAccessSignature sr={resource}&sig={signature}&se={expiry}&skn={policy}"
-
-
-def control(emulator, method, path, **kwargs):
+def control(emulator, method, path, json=None, params=None):
     """Calls the emulator's control API (`/emulator/...`) with a service token."""
-    url = f"https://{emulator.hostname}:{emulator.https_port}/emulator/{path.lstrip('/')}"
-    headers = {"Authorization": service_token(emulator)}
-    response = requests.request(method, url, headers=headers, timeout=WAIT_SECONDS + 5, **kwargs)
+    response = emulator.request(
+        method, "/emulator/" + path.lstrip("/"), body=json, timeout=WAIT_SECONDS + 5, **(params or {})
+    )
     response.raise_for_status()
     return response.json()
 

@@ -1,10 +1,15 @@
-"""Test helper that owns one emulator process and talks to it like an operator would:
-the HTTPS service API (devices, modules, twins, methods) with a service SAS token, and the
-emulator's control API (recorded events, cloud-to-device messages, module inputs, routes,
-forced disconnects). Shared by the ironhub suite and the compatibility suite.
+"""Owns one emulator process and talks to it like an operator would: the HTTPS service API
+(devices, modules, twins, methods) with a service SAS token, and the emulator's control API
+(recorded events, cloud-to-device messages, module inputs, routes, forced disconnects).
+
+The one place every Python suite (python/tests, tests/compat) and benches/sdk_comparison.py
+start and drive the emulator from. The official SDK only connects to 8883/443, so suites that
+need those ports take `privileged_ports()` for as long as they use them.
 """
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -23,6 +28,46 @@ EMULATOR_BIN = Path(
     os.environ.get("IRONHUB_EMULATOR", str(REPO_ROOT / "target" / "debug" / "ironhub-emulator"))
 )
 READY_TIMEOUT_S = 60.0
+PRIVILEGED_PORTS_LOCK = "/tmp/ironhub-privileged-ports.lock"
+
+
+def ensure_emulator_binary() -> None:
+    """Builds the emulator unless a binary was named with $IRONHUB_EMULATOR (a no-op when the
+    workspace build already made it)."""
+    if "IRONHUB_EMULATOR" not in os.environ:
+        subprocess.run(["cargo", "build", "-q", "-p", "ironhub-emulator"], cwd=REPO_ROOT, check=True)
+
+
+@contextlib.contextmanager
+def privileged_ports(wait_s: float = 900):
+    """Holds the machine-wide lock on ports 8883/443 (an exclusive flock) while in the block."""
+    fd = os.open(PRIVILEGED_PORTS_LOCK, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("{} held by another suite for over {} s".format(PRIVILEGED_PORTS_LOCK, wait_s))
+                time.sleep(0.5)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def start_privileged_hub(state_dir: Path) -> "Hub":
+    """An emulator on IoT Hub's real ports. Call inside `privileged_ports()`; the previous
+    holder's emulator may still be releasing the ports, so starting is retried for a while."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return Hub(state_dir, mqtt_port=8883, https_port=443)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def parse_connection_string(cs: str) -> Dict[str, str]:
