@@ -7,13 +7,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use ironhub::service::{ServiceClient, ServiceOptions};
-use ironhub::{Client, ClientOptions, ErrorKind, Message, MethodResponse};
-use ironhub_emulator::{Emulator, EmulatorConfig};
+use ironhub::{Client, ClientOptions, ConnectionStateChange, ErrorKind, Message, MethodResponse};
+use ironhub_emulator::EmulatorConfig;
 use serde_json::json;
 
 static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -48,17 +47,13 @@ fn set_edge_environment(vars: &[(String, String)]) {
 
 /// An emulator that also serves the workload API, on a Unix socket of this test and on loopback TCP.
 async fn start_edge(tag: &str) -> common::Env {
-    let _ = env_logger::builder().is_test(true).try_init();
     let socket = std::env::temp_dir().join(format!("ironhub-edge-{}-{tag}.sock", std::process::id()));
     let config = EmulatorConfig {
         workload_socket: Some(socket),
         workload_addr: Some(([127, 0, 0, 1], 0).into()),
         ..Default::default()
     };
-    let emu = Emulator::start(config).await.expect("emulator with the workload API starts");
-    let options = ServiceOptions { ca_pem: Some(emu.ca_pem().to_string()), timeout: Duration::from_secs(30) };
-    let service = ServiceClient::from_connection_string(emu.service_connection_string(), options).expect("service client");
-    common::Env { emu, service }
+    common::start_with(config).await
 }
 
 /// What a module gets besides the environment: the emulator's ports (IoT Edge uses the standard
@@ -222,4 +217,33 @@ async fn edge_fallback_variables_connect_and_invoke_methods() {
     for c in [edge, target] {
         c.shutdown().await.unwrap();
     }
+}
+
+/// Tokens of a few seconds are renewed through the workload API before the hub's expiry check
+/// would close the connection: the module never drops and keeps sending. (Without renewal the
+/// emulator disconnects the client when its first token expires, and the handler would see it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_module_renews_workload_signed_tokens_without_dropping() {
+    let _env_lock = ENV_LOCK.lock().await;
+    let env = start_edge("renew").await;
+    env.module("edgeRenewDev", "renewer");
+    set_edge_environment(&env.emu.edge_environment("edgeRenewDev", "renewer"));
+    let options = ClientOptions { sastoken_ttl: Some(4), ..edge_options(&env) };
+    let edge = Client::create_from_edge_environment(options).await.expect("edge module from the environment");
+    clear_edge_environment();
+    let drops = Arc::new(Mutex::new(Vec::new()));
+    let seen = drops.clone();
+    edge.on_connection_state_change(Some(Arc::new(move |change: ConnectionStateChange| {
+        if !change.connected {
+            seen.lock().unwrap().push(change.reason);
+        }
+    })))
+    .unwrap();
+    edge.send_message(&Message::new("before renewals")).await.expect("send with a workload-signed token");
+    // 4 s tokens: renewed at half-life, so several renewals happen in this window.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    edge.send_message(&Message::new("after renewals")).await.expect("send after renewals");
+    assert!(drops.lock().unwrap().is_empty(), "the connection dropped: {:?}", drops.lock().unwrap());
+    assert_eq!(env.events("edgeRenewDev", 0, 5).await.len(), 2);
+    edge.shutdown().await.unwrap();
 }

@@ -16,8 +16,13 @@ pub struct Env {
 }
 
 pub async fn start() -> Env {
+    start_with(EmulatorConfig::default()).await
+}
+
+/// As [`start`], with an emulator configured by the test (a workload API, a state dir, ...).
+pub async fn start_with(config: EmulatorConfig) -> Env {
     let _ = env_logger::builder().is_test(true).try_init();
-    let emu = Emulator::start(EmulatorConfig::default()).await.expect("emulator starts");
+    let emu = Emulator::start(config).await.expect("emulator starts");
     let service = ServiceClient::from_connection_string(
         emu.service_connection_string(),
         ServiceOptions { ca_pem: Some(emu.ca_pem().to_string()), timeout: Duration::from_secs(30) },
