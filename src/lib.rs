@@ -24,10 +24,14 @@
 //! m.content_type = Some("application/json".into());
 //! m.set_property("unit", "celsius");
 //! client.send_message(&m).await?;
-//! client.patch_twin_reported_properties(&serde_json::json!({"firmware": "1.0"})).await?;
+//! client.patch_twin_reported_properties(&ironhub::serde_json::json!({"firmware": "1.0"})).await?;
 //! client.shutdown().await
 //! # }
 //! ```
+
+/// Twins, method payloads and parameters are `serde_json::Value`s: re-exported so callers build
+/// them with the very crate this one was compiled against (`ironhub::serde_json::json!`).
+pub use serde_json;
 
 pub mod auth;
 pub mod blocking;
