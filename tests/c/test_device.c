@@ -46,12 +46,13 @@ typedef struct {
     ironhub_client *client;
     char request_id[128];
 } deferred_response;
-static atomic_int g_methods;
+static atomic_int g_methods, g_answered;
 static char g_method_name[64], g_method_payload[256];
 static void *respond_later(void *arg) {
     deferred_response *d = arg;
     sleep_ms(200); /* well after the callback returned */
     CHECK_OK(ironhub_client_send_method_response(d->client, d->request_id, 201, "{\"later\":true}"));
+    atomic_fetch_add(&g_answered, 1);
     free(d);
     return NULL;
 }
@@ -62,6 +63,7 @@ static void on_method(void *user_data, const char *request_id, const char *metho
     atomic_fetch_add(&g_methods, 1);
     if (strcmp(method_name, "now") == 0) {
         CHECK_OK(ironhub_client_send_method_response(client, request_id, 200, "{\"ok\":true}"));
+        atomic_fetch_add(&g_answered, 1);
     } else {
         deferred_response *d = malloc(sizeof *d);
         CHECK(d != NULL);
@@ -175,6 +177,9 @@ static void test_connection_string_client(void) {
     harness_request(reply, sizeof reply, "invoke %s - later null", device_id);
     CHECK(strncmp(reply, "201 ", 4) == 0 && strstr(reply, "\"later\":true") != NULL);
     CHECK(atomic_load(&g_methods) == 2);
+    /* The invoker has its answer before the responder sees its PUBACK: wait for both sends to
+     * complete, so the disconnect below cannot cancel one of them. */
+    WAIT_FOR(atomic_load(&g_answered) == 2, 30000);
 
     /* C2D */
     CHECK_OK(ironhub_client_on_message_received(c, on_message, NULL));

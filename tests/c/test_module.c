@@ -8,7 +8,7 @@
 
 #include <stdatomic.h>
 
-static atomic_int g_inputs, g_sent, g_methods;
+static atomic_int g_inputs, g_sent, g_methods, g_answered;
 static char g_input_name[64], g_input_data[64];
 
 static void on_input(void *user_data, const ironhub_message *m) {
@@ -34,6 +34,7 @@ static void on_method(void *client, const char *request_id, const char *method_n
     char body[256];
     snprintf(body, sizeof body, "{\"method\":\"%s\",\"echo\":%s}", method_name, payload_json);
     CHECK_OK(ironhub_client_send_method_response(client, request_id, 200, body));
+    atomic_fetch_add(&g_answered, 1);
 }
 
 int main(void) {
@@ -89,6 +90,9 @@ int main(void) {
     CHECK(ironhub_client_invoke_method(edge, "no-such-device", NULL, "{\"methodName\":\"x\",\"payload\":null}", &result) != IRONHUB_OK);
     CHECK(result == (char *)0x1);
 
+    /* The hub hands the answer to the invoker before the device sees its PUBACK: freeing the
+     * device now would (rightly) cancel the callback's send_method_response. */
+    WAIT_FOR(atomic_load(&g_answered) == 1, 30000);
     ironhub_client_free(edge);
     ironhub_client_free(device);
     ironhub_client_free(module);
