@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Limited};
-use percent_encoding::percent_decode_str;
+use ironhub_protocol::encoding::percent_decode as decode;
 use serde_json::Value;
 
 use crate::hub::error::{HubError, IOTHUB_FORMAT_ERROR, MESSAGE_TOO_LARGE};
@@ -21,10 +21,6 @@ pub struct ApiRequest {
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Bytes,
-}
-
-fn decode(s: &str) -> String {
-    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 impl ApiRequest {

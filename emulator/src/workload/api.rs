@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::http::request::ApiRequest;
 use crate::http::response::{self, Reply};
@@ -164,10 +162,7 @@ fn check_call(req: &ApiRequest, allowed: Method) -> Result<(), WorkloadError> {
 
 /// base64(HMAC-SHA256(base64decode(key), data)); `None` when the stored key is not base64.
 fn hmac_sha256(key_base64: &str, data: &[u8]) -> Option<String> {
-    let key = ironhub_protocol::sas::decode_key(key_base64).ok()?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
-    mac.update(data);
-    Some(BASE64.encode(mac.finalize().into_bytes()))
+    ironhub_protocol::sas::sign_bytes(key_base64, data).ok()
 }
 
 #[cfg(test)]
