@@ -86,8 +86,8 @@ pub struct ClientOptions {
     pub https_port: u16,
 }
 
-pub const DEFAULT_SASTOKEN_TTL: u64 = 3600;
-pub const MAX_KEEP_ALIVE: u64 = 1740;
+pub const DEFAULT_SASTOKEN_TTL: u64 = ironhub_protocol::sas::DEFAULT_TTL_SECS;
+pub const MAX_KEEP_ALIVE: u64 = ironhub_protocol::limits::MAX_KEEP_ALIVE_SECS;
 
 impl Default for ClientOptions {
     fn default() -> Self {
