@@ -143,13 +143,22 @@ func TestAgainstEmulator(t *testing.T) {
 		t.Fatal("no desired patch")
 	}
 
+	answered := make(chan error, 1)
 	must(t, c.OnMethodRequestReceived(func(rid, name, payload string) {
-		if err := c.SendMethodResponse(rid, 200, `{"echo":`+payload+`}`); err != nil {
-			t.Errorf("SendMethodResponse: %v", err)
-		}
+		answered <- c.SendMethodResponse(rid, 200, `{"echo":`+payload+`}`)
 	}))
 	if reply := harness(t, "invoke %s - ping {\"n\":5}", deviceID); !strings.HasPrefix(reply, "200 ") || !strings.Contains(reply, `"n":5`) {
 		t.Fatalf("invoke reply %q", reply)
+	}
+	// The invoker has its answer before the responder sees its PUBACK: wait for the send itself,
+	// so closing the client later cannot cancel it (and no t.Errorf runs after the test ends).
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("SendMethodResponse: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("SendMethodResponse did not complete")
 	}
 
 	received := make(chan Received, 1)
