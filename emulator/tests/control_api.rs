@@ -85,7 +85,7 @@ async fn c2d_is_queued_while_offline_up_to_50() {
     let full = api.post("/emulator/devices/c1/messages/devicebound", json!({"bodyText": "one too many"})).await;
     assert_eq!((full.status, full.error_code()), (StatusCode::FORBIDDEN, 403004));
 
-    let pending = emu.hub().take_pending_c2d("c1");
+    let pending: Vec<_> = emu.hub().pending_messages(&Identity::device("c1")).into_iter().map(|p| p.message).collect();
     assert_eq!(pending.len(), 50);
     assert_eq!(pending[0].body, Bytes::from_static(b"m0"));
     assert_eq!(pending[49].properties.message_id.as_deref(), Some("id49"));
@@ -93,9 +93,10 @@ async fn c2d_is_queued_while_offline_up_to_50() {
     assert_eq!(pending[0].properties.to.as_deref(), Some("/devices/c1/messages/devicebound"));
     assert_eq!(api.get("/devices/c1").await.body["cloudToDeviceMessageCount"], 50);
 
-    let b64 = api.post("/emulator/devices/c1/messages/devicebound", json!({"body": "AAEC"})).await;
+    emu.hub().create_device("c2").unwrap();
+    let b64 = api.post("/emulator/devices/c2/messages/devicebound", json!({"body": "AAEC"})).await;
     assert_eq!(b64.status, StatusCode::OK);
-    assert_eq!(emu.hub().take_pending_c2d("c1")[0].body, Bytes::from_static(&[0, 1, 2]));
+    assert_eq!(emu.hub().pending_messages(&Identity::device("c2"))[0].message.body, Bytes::from_static(&[0, 1, 2]));
 
     let too_big = api.post("/emulator/devices/c1/messages/devicebound", json!({"bodyText": "x".repeat(65537)})).await;
     assert_eq!((too_big.status, too_big.error_code()), (StatusCode::PAYLOAD_TOO_LARGE, 413001));

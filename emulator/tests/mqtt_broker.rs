@@ -286,8 +286,7 @@ async fn mqtt_c2d_queue_is_drained_on_subscribe() {
             ..Default::default()
         };
         let msg = DeviceBoundMessage { body: format!("body {i}").into(), properties };
-        let msg = hub.broker.deliver_c2d("c2d-dev", msg).expect_err("offline: comes back to be queued");
-        hub.hub.queue_c2d("c2d-dev", msg).unwrap();
+        assert!(!hub.broker.deliver_c2d("c2d-dev", msg).unwrap(), "offline: queued");
     }
     let mut client = Client::connect(hub.options(&id, &hub.token(&id, &key, 3600))).await.unwrap();
     client.assert_no_publish(Duration::from_millis(200)).await;
@@ -302,11 +301,18 @@ async fn mqtt_c2d_queue_is_drained_on_subscribe() {
         assert_eq!(bag.message_id, Some(format!("msg {i}")));
         assert_eq!(bag.custom("k&ey"), Some(format!("v={i}").as_str()));
     }
-    assert_eq!(hub.hub.pending_c2d_count("c2d-dev"), 0);
+    // Pending until the client's PUBACKs (rumqttc acks on its own) arrive.
+    tokio::time::timeout(WAIT, async {
+        while hub.hub.pending_c2d_count("c2d-dev") != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("acknowledged messages leave the queue");
 
     // Online and subscribed: delivered at once.
     let msg = DeviceBoundMessage { body: "now".into(), properties: PropertyBag::default() };
-    hub.broker.deliver_c2d("c2d-dev", msg).expect("deliverable");
+    assert!(hub.broker.deliver_c2d("c2d-dev", msg).unwrap(), "deliverable");
     assert_eq!(&client.next_publish().await.payload[..], b"now");
 }
 
@@ -395,7 +401,7 @@ async fn mqtt_foreign_subscription_is_refused_and_gets_nothing() {
     }
     victim_client.subscribe("devices/victim/messages/devicebound/#").await;
     let msg = DeviceBoundMessage { body: "secret".into(), properties: PropertyBag::default() };
-    hub.broker.deliver_c2d("victim", msg).expect("victim is subscribed");
+    assert!(hub.broker.deliver_c2d("victim", msg).unwrap(), "victim is subscribed");
     assert_eq!(&victim_client.next_publish().await.payload[..], b"secret");
     spy_client.assert_no_publish(Duration::from_millis(300)).await;
 }
@@ -443,8 +449,7 @@ async fn mqtt_persistent_session_keeps_subscriptions() {
 
     // Queued while offline, delivered on reconnect without a new SUBSCRIBE.
     let msg = DeviceBoundMessage { body: "while away".into(), properties: PropertyBag::default() };
-    let msg = hub.broker.deliver_c2d("sticky", msg).expect_err("offline");
-    hub.hub.queue_c2d("sticky", msg).unwrap();
+    assert!(!hub.broker.deliver_c2d("sticky", msg).unwrap(), "offline");
     let mut again = hub.connected(&id).await;
     assert!(again.connack.session_present);
     assert_eq!(&again.next_publish().await.payload[..], b"while away");
@@ -456,7 +461,7 @@ async fn mqtt_persistent_session_keeps_subscriptions() {
     let clean = Client::connect(options).await.unwrap();
     assert!(!clean.connack.session_present);
     let msg = DeviceBoundMessage { body: "x".into(), properties: PropertyBag::default() };
-    assert!(hub.broker.deliver_c2d("sticky", msg).is_err(), "no subscription after a clean session");
+    assert!(!hub.broker.deliver_c2d("sticky", msg).unwrap(), "no subscription after a clean session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -518,7 +523,7 @@ async fn mqtt_over_websocket() {
 
     client.subscribe("devices/ws-dev/messages/devicebound/#").await;
     let msg = DeviceBoundMessage { body: "to ws".into(), properties: PropertyBag::default() };
-    hub.broker.deliver_c2d("ws-dev", msg).expect("deliverable");
+    assert!(hub.broker.deliver_c2d("ws-dev", msg).unwrap(), "deliverable");
     assert_eq!(&client.next_publish().await.payload[..], b"to ws");
 
     let code = refused(Client::connect(hub.websocket_options(&id, &hub.token(&id, "AAAA", 3600))).await);
@@ -539,7 +544,7 @@ async fn mqtt_slow_client_is_dropped_without_blocking_others() {
     let mut connack = [0u8; 4];
     raw.read_exact(&mut connack).await.unwrap();
     let mut subscribe = BytesMut::new();
-    let filter = rumqttc::mqttbytes::v4::Subscribe::new("devices/stalled/messages/devicebound/#", QoS::AtLeastOnce);
+    let filter = rumqttc::mqttbytes::v4::Subscribe::new(topics::DESIRED_PATCH_FILTER, QoS::AtLeastOnce);
     Packet::Subscribe(rumqttc::mqttbytes::v4::Subscribe { pkid: 1, ..filter }).write(&mut subscribe, 1 << 20).unwrap();
     raw.write_all(&subscribe).await.unwrap();
     let mut suback = [0u8; 5];
@@ -547,10 +552,11 @@ async fn mqtt_slow_client_is_dropped_without_blocking_others() {
     assert_eq!(suback[0], 0x90);
 
     // Deliveries never wait on it: once its socket and queue are full, it is dropped.
-    let body = bytes::Bytes::from(vec![b'c'; 60_000]);
+    // Desired-property patches (QoS 0): C2D would stop at the 50 unacknowledged messages first.
+    let body = serde_json::json!({"blob": "c".repeat(8_000)});
     let started = Instant::now();
     let mut delivered = 0;
-    while hub.broker.deliver_c2d("stalled", DeviceBoundMessage { body: body.clone(), properties: PropertyBag::default() }).is_ok() {
+    while hub.broker.notify_desired(&id, &body, 1) {
         delivered += 1;
         assert!(delivered < 100_000, "the stalled connection was never dropped");
         if delivered % 256 == 0 {

@@ -111,13 +111,7 @@ fn c2d(ctx: &Context, req: &ApiRequest, device_id: &str) -> Result<Reply, HubErr
     }
     ctx.hub.check_identity(&Identity::device(device_id))?;
     msg.properties.to = Some(format!("/devices/{device_id}/messages/devicebound"));
-    let delivered = match ctx.broker.deliver_c2d(device_id, msg) {
-        Ok(()) => true,
-        Err(msg) => {
-            ctx.hub.queue_c2d(device_id, msg)?;
-            false
-        }
-    };
+    let delivered = ctx.broker.deliver_c2d(device_id, msg)?;
     ctx.hub.count_c2d(device_id);
     Ok(response::ok(&json!({"delivered": delivered, "pendingCount": ctx.hub.pending_c2d_count(device_id)})))
 }
@@ -129,10 +123,11 @@ fn module_input(ctx: &Context, req: &ApiRequest, device_id: &str, module_id: &st
     }
     let target = Identity::module(device_id, module_id);
     ctx.hub.check_identity(&target)?;
-    if !ctx.broker.deliver_input(device_id, module_id, input, msg) {
+    if !ctx.broker.takes_inputs(device_id, module_id) {
         return Err(HubError::new(error::DEVICE_NOT_ONLINE, format!("{target} is not connected and subscribed to its inputs")));
     }
-    Ok(response::ok(&json!({"delivered": true})))
+    let delivered = ctx.broker.deliver_input(device_id, module_id, input, msg)?;
+    Ok(response::ok(&json!({"delivered": delivered})))
 }
 
 fn routes(ctx: &Context, req: &ApiRequest) -> Result<Reply, HubError> {

@@ -160,7 +160,7 @@ fn twin(ctx: &Context, req: &ApiRequest, id: Identity) -> Result<Reply, TwinErro
     authorize(ctx, req, &[ServiceConnect])?;
     let (twin, notification) = ctx.hub.update_twin(&id, &req.json()?, req.if_match(), replace)?;
     if let Some(n) = notification {
-        ctx.broker.notify_desired(&id, &n.body, n.version);
+        let _ = ctx.broker.notify_desired(&id, &n.body, n.version);
     }
     Ok(response::ok_with_etag(&twin))
 }

@@ -19,12 +19,7 @@ impl Hub {
 
     /// Fails with 404001/404010 unless the identity exists.
     pub fn check_identity(&self, id: &Identity) -> Result<(), HubError> {
-        let state = self.lock();
-        let device = state.devices.get(&id.device_id).ok_or_else(|| HubError::device_not_found(&id.device_id))?;
-        if let Some(m) = &id.module_id {
-            device.modules.get(m).ok_or_else(|| HubError::module_not_found(&id.device_id, m))?;
-        }
-        Ok(())
+        Self::identity_exists(&self.lock(), id)
     }
 
     /// PUT `/devices/{id}`: no `If-Match` creates only (409001 when it exists); with one, updates
@@ -109,7 +104,7 @@ impl Hub {
             return Err(HubError::precondition_failed());
         }
         state.devices.remove(device_id);
-        state.c2d.remove(device_id);
+        state.pending.remove_device(device_id);
         self.persist(&state);
         Ok(())
     }
@@ -188,6 +183,7 @@ impl Hub {
             return Err(HubError::precondition_failed());
         }
         device.modules.remove(module_id);
+        state.pending.remove(&Identity::module(device_id, module_id));
         self.persist(&state);
         Ok(())
     }

@@ -9,9 +9,11 @@
 //! - `registry`: device and module records. `twin`: twin documents and their rules.
 //! - `auth`: service policies, device SAS and X.509 checks. `routes`: Edge routes.
 //! - `events`: the telemetry log. `query`: the twin query language. `persist`: atomic files.
+//! - `devicebound`: C2D and module-input messages waiting for their PUBACK.
 //! - `identities`: registry operations. `service_twins`: twins as the service API sees them.
 
 pub mod auth;
+pub mod devicebound;
 pub mod error;
 pub mod etag;
 pub mod events;
@@ -23,13 +25,12 @@ pub mod routes;
 mod service_twins;
 pub mod twin;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ironhub_protocol::limits;
 use ironhub_protocol::topics::PropertyBag;
 use rustls::server::danger::ClientCertVerifier;
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,11 @@ pub struct DeviceBoundMessage {
 /// ISO 8601 UTC with milliseconds, as IoT Hub renders every timestamp.
 pub fn now_iso() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// How to build a hub.
@@ -83,7 +89,7 @@ struct DeviceEntry {
 struct State {
     devices: BTreeMap<String, DeviceEntry>,
     routes: routes::RouteTable,
-    c2d: HashMap<String, VecDeque<DeviceBoundMessage>>,
+    pending: devicebound::PendingQueues,
     events: events::EventLog,
     /// Source of registry ETags: bumped on every device or module write.
     revision: u64,
@@ -97,6 +103,8 @@ struct Persisted {
     revision: u64,
     devices: Vec<PersistedDevice>,
     routes: BTreeMap<String, String>,
+    #[serde(default)]
+    pending: Vec<devicebound::StoredPending>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,6 +169,7 @@ impl Hub {
                     state.devices.insert(d.device.device_id.clone(), DeviceEntry { record: d.device, twin: d.twin, modules });
                 }
                 state.routes.merge(p.routes.into_iter().map(|(n, r)| (n, Some(r))).collect())?;
+                state.pending = devicebound::PendingQueues::from_stored(p.pending);
             }
         }
         let policy_key = match config.policy_key {
@@ -202,6 +211,7 @@ impl Hub {
                 })
                 .collect(),
             routes: state.routes.texts(),
+            pending: state.pending.to_stored(),
         };
         let bytes = serde_json::to_vec_pretty(&p).unwrap_or_default();
         if let Err(e) = persist::write_atomic(file, &bytes) {
@@ -268,6 +278,14 @@ impl Hub {
         presence.last_activity_time = Some(now);
     }
 
+    fn identity_exists(state: &State, id: &Identity) -> Result<(), HubError> {
+        let device = state.devices.get(&id.device_id).ok_or_else(|| HubError::device_not_found(&id.device_id))?;
+        match &id.module_id {
+            Some(m) if !device.modules.contains_key(m) => Err(HubError::module_not_found(&id.device_id, m)),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `f` on an identity's twin; 404001/404010 when the identity is unknown.
     fn with_twin<T>(&self, id: &Identity, f: impl FnOnce(&mut Twin) -> Result<T, HubError>) -> Result<T, HubError> {
         let mut state = self.lock();
@@ -313,28 +331,43 @@ impl Hub {
         self.lock().routes.targets(from, output_name)
     }
 
-    pub fn take_pending_c2d(&self, device_id: &str) -> Vec<DeviceBoundMessage> {
-        self.lock().c2d.remove(device_id).map(Vec::from).unwrap_or_default()
-    }
-
-    pub fn queue_c2d(&self, device_id: &str, msg: DeviceBoundMessage) -> Result<(), HubError> {
+    /// Accepts a C2D (`to` a device, `input_name` None) or module-input message; it waits, persisted,
+    /// until the recipient acknowledges it (see `devicebound`). Returns its lock token.
+    pub fn enqueue_devicebound(&self, to: &Identity, input_name: Option<String>, msg: DeviceBoundMessage) -> Result<u64, HubError> {
         let mut state = self.lock();
-        if !state.devices.contains_key(device_id) {
-            return Err(HubError::device_not_found(device_id));
-        }
-        let queue = state.c2d.entry(device_id.to_owned()).or_default();
-        if queue.len() >= limits::MAX_C2D_PENDING {
-            return Err(HubError::new(
-                error::QUEUE_DEPTH_EXCEEDED,
-                format!("Device {device_id} already has {} cloud-to-device messages pending", limits::MAX_C2D_PENDING),
-            ));
-        }
-        queue.push_back(msg);
-        Ok(())
+        Self::identity_exists(&state, to)?;
+        let token = state.pending.enqueue(to, input_name, msg, now_ms())?;
+        self.persist(&state);
+        Ok(token)
     }
 
+    /// Sends what waits for `to` and is not yet in flight on connection `conn_id` through `send`
+    /// (which returns the packet id used, or `None` when it cannot send now).
+    pub fn deliver_pending(&self, to: &Identity, conn_id: u64, send: impl FnMut(&devicebound::PendingMessage) -> Option<u16>) {
+        self.lock().pending.deliver(to, conn_id, now_ms(), send);
+    }
+
+    /// A PUBACK from `to` on connection `conn_id`: completes the message sent with `pkid`.
+    pub fn acknowledge_devicebound(&self, to: &Identity, conn_id: u64, pkid: u16) {
+        let mut state = self.lock();
+        if state.pending.acknowledge(to, conn_id, pkid) {
+            self.persist(&state);
+        }
+    }
+
+    /// Whether message `lock_token` for `to` went out (or was already completed).
+    pub fn devicebound_sent(&self, to: &Identity, lock_token: u64) -> bool {
+        self.lock().pending.was_sent(to, lock_token)
+    }
+
+    /// C2D messages the device has not acknowledged yet (expired ones are gone).
     pub fn pending_c2d_count(&self, device_id: &str) -> usize {
-        self.lock().c2d.get(device_id).map(VecDeque::len).unwrap_or(0)
+        self.lock().pending.count(&Identity::device(device_id), now_ms())
+    }
+
+    /// What waits for `to`, oldest first, without taking it.
+    pub fn pending_messages(&self, to: &Identity) -> Vec<devicebound::PendingMessage> {
+        self.lock().pending.peek(to)
     }
 
     /// Counts a C2D message in the device's `cloudToDeviceMessageCount`.

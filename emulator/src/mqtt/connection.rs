@@ -98,10 +98,10 @@ where
 
     let writer = tokio::spawn(write_loop(write_half, outbound_rx, close_rx.clone()));
 
-    let session = Session { broker: broker.clone(), identity: identity.clone(), outbound: outbound_tx };
+    let session = Session { broker: broker.clone(), identity: identity.clone(), conn_id, outbound: outbound_tx };
     // With a persistent session the device does not re-subscribe: C2D queued while it was
-    // away goes out now.
-    session.drain_pending_c2d();
+    // away, and whatever it had not acknowledged, goes out now.
+    session.deliver_pending();
     read_loop(&session, &mut reader, keep_alive_limit(connect.keep_alive), accepted.expiry, close_rx).await;
 
     if broker.sessions.detach(&identity, conn_id) {

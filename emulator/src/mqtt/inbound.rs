@@ -31,6 +31,8 @@ pub(super) enum Flow {
 pub(super) struct Session {
     pub(super) broker: Arc<Broker>,
     pub(super) identity: Identity,
+    /// This connection's id: C2D and input deliveries in flight on it are matched to its PUBACKs.
+    pub(super) conn_id: u64,
     pub(super) outbound: mpsc::Sender<Packet>,
 }
 
@@ -41,9 +43,11 @@ impl Session {
             Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
             Packet::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe).await,
             Packet::PingReq => self.send(Packet::PingResp).await,
-            // Hub → client QoS 1 deliveries are fire-and-forget for the emulator: the ack is
-            // accepted and needs no bookkeeping.
-            Packet::PubAck(_) => Flow::Continue,
+            // Completes a C2D or input message: until then it stays pending for redelivery.
+            Packet::PubAck(ack) => {
+                self.broker.hub.acknowledge_devicebound(&self.identity, self.conn_id, ack.pkid);
+                Flow::Continue
+            }
             Packet::Disconnect => Flow::Close,
             other => {
                 // A second CONNECT, QoS 2 flows or server-side packets: protocol violations.
@@ -110,8 +114,10 @@ impl Session {
                 properties.connection_device_id = Some(sender.device_id.clone());
                 properties.connection_module_id = sender.module_id.clone();
                 let copy = crate::hub::DeviceBoundMessage { body: body.clone(), properties };
-                if !self.broker.deliver_input(&device_id, &module_id, &input_name, copy) {
-                    log::debug!("mqtt: route from {sender} to {device_id}/{module_id} input {input_name}: target offline, message dropped");
+                match self.broker.deliver_input(&device_id, &module_id, &input_name, copy) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("mqtt: route from {sender} to {device_id}/{module_id} input {input_name}: kept until the target takes it"),
+                    Err(e) => log::info!("mqtt: route from {sender} to {device_id}/{module_id} input {input_name}: dropped: {}", e.message),
                 }
             }
         }
@@ -164,7 +170,7 @@ impl Session {
         }
         let flow = self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes))).await;
         // After the SUBACK, so the client knows the subscription before the first message.
-        self.drain_pending_c2d();
+        self.deliver_pending();
         flow
     }
 
@@ -175,28 +181,10 @@ impl Session {
         self.send(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid))).await
     }
 
-    /// Sends the C2D messages the hub queued while this device could not take them, in order,
-    /// if it is now subscribed; whatever cannot go out stays queued.
-    pub(super) fn drain_pending_c2d(&self) {
-        if self.identity.module_id.is_some() {
-            return;
-        }
-        let device_id = &self.identity.device_id;
-        let probe = topics::c2d_topic(device_id, &PropertyBag::default());
-        if self.broker.sessions.subscribed_connection(&self.identity, &probe).is_none() {
-            return;
-        }
-        let hub = &self.broker.hub;
-        let mut pending = hub.take_pending_c2d(device_id).into_iter();
-        for msg in pending.by_ref() {
-            if let Err(msg) = self.broker.deliver_c2d(device_id, msg) {
-                let _ = hub.queue_c2d(device_id, msg);
-                break;
-            }
-        }
-        for msg in pending {
-            let _ = hub.queue_c2d(device_id, msg);
-        }
+    /// Sends the C2D (device) or input (module) messages waiting for this client, now that it
+    /// connected or subscribed; whatever cannot go out stays pending.
+    pub(super) fn deliver_pending(&self) {
+        self.broker.deliver_pending(&self.identity);
     }
 }
 

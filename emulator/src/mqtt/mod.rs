@@ -30,9 +30,9 @@ use std::time::Duration;
 use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
 
-use crate::hub::{DeviceBoundMessage, Hub};
+use crate::hub::{DeviceBoundMessage, Hub, HubError};
 use crate::identity::Identity;
-use ironhub_protocol::topics;
+use ironhub_protocol::topics::{self, PropertyBag};
 
 pub use methods::{MethodError, MethodResult};
 use methods::PendingMethods;
@@ -111,36 +111,60 @@ impl Broker {
 
     /// Desired-property notification (QoS 0) to a connected client subscribed to desired patches.
     /// Nothing is queued for offline clients: they resync with a twin GET after connecting.
-    pub fn notify_desired(&self, id: &Identity, body_with_version: &serde_json::Value, version: u64) {
+    /// True when it went out.
+    pub fn notify_desired(&self, id: &Identity, body_with_version: &serde_json::Value, version: u64) -> bool {
         let topic = topics::desired_patch_topic(version);
-        if let Some(conn) = self.sessions.subscribed_connection(id, &topic) {
-            let body = serde_json::to_vec(body_with_version).unwrap_or_default();
-            conn.deliver(Publish::from_bytes(topic, QoS::AtMostOnce, body.into()));
-        }
-    }
-
-    /// C2D to a connected device subscribed to `devices/{d}/messages/devicebound/#`; the message
-    /// comes back in `Err` when it cannot be delivered now, so the caller can queue it.
-    // The message itself is the error payload (so it is not lost), hence a large `Err`.
-    #[allow(clippy::result_large_err)]
-    pub fn deliver_c2d(&self, device_id: &str, msg: DeviceBoundMessage) -> Result<(), DeviceBoundMessage> {
-        let id = Identity::device(device_id);
-        let topic = topics::c2d_topic(device_id, &msg.properties);
-        match self.sessions.subscribed_connection(&id, &topic) {
-            Some(conn) if conn.deliver(Publish::from_bytes(topic, QoS::AtLeastOnce, msg.body.clone())) => Ok(()),
-            _ => Err(msg),
-        }
-    }
-
-    /// Message to a module input (control API and routes); false when the module is not
-    /// connected and subscribed to its inputs.
-    pub fn deliver_input(&self, device_id: &str, module_id: &str, input_name: &str, msg: DeviceBoundMessage) -> bool {
-        let id = Identity::module(device_id, module_id);
-        let topic = topics::input_topic(device_id, module_id, input_name, &msg.properties);
-        match self.sessions.subscribed_connection(&id, &topic) {
-            Some(conn) => conn.deliver(Publish::from_bytes(topic, QoS::AtLeastOnce, msg.body)),
+        match self.sessions.subscribed_connection(id, &topic) {
+            Some(conn) => {
+                let body = serde_json::to_vec(body_with_version).unwrap_or_default();
+                conn.deliver(Publish::from_bytes(topic, QoS::AtMostOnce, body.into()))
+            }
             None => false,
         }
+    }
+
+    /// Accepts a C2D message for a device: it waits (persisted) until the device acknowledges it,
+    /// and goes out at once when the device is connected and subscribed. `Ok(true)` when it went
+    /// out now; 404001 unknown device, 403004 when 50 are already pending.
+    pub fn deliver_c2d(&self, device_id: &str, msg: DeviceBoundMessage) -> Result<bool, HubError> {
+        let id = Identity::device(device_id);
+        let token = self.hub.enqueue_devicebound(&id, None, msg)?;
+        self.deliver_pending(&id);
+        Ok(self.hub.devicebound_sent(&id, token))
+    }
+
+    /// Accepts a message for a module input (a routed copy or the control API's injection); it is
+    /// kept for an offline module as IoT Edge hub keeps it. `Ok(true)` when it went out now.
+    pub fn deliver_input(&self, device_id: &str, module_id: &str, input_name: &str, msg: DeviceBoundMessage) -> Result<bool, HubError> {
+        let id = Identity::module(device_id, module_id);
+        let token = self.hub.enqueue_devicebound(&id, Some(input_name.to_owned()), msg)?;
+        self.deliver_pending(&id);
+        Ok(self.hub.devicebound_sent(&id, token))
+    }
+
+    /// Whether the module is connected and subscribed to its inputs.
+    pub fn takes_inputs(&self, device_id: &str, module_id: &str) -> bool {
+        let id = Identity::module(device_id, module_id);
+        self.sessions.subscribed_connection(&id, &topics::input_topic(device_id, module_id, "any", &PropertyBag::default())).is_some()
+    }
+
+    /// Sends what waits for `id` (C2D for a device, inputs for a module) and is not yet in flight on
+    /// its live connection, if that connection is subscribed to it. Redeliveries carry DUP.
+    pub(crate) fn deliver_pending(&self, id: &Identity) {
+        let probe = |input: &str| match &id.module_id {
+            None => topics::c2d_topic(&id.device_id, &PropertyBag::default()),
+            Some(m) => topics::input_topic(&id.device_id, m, input, &PropertyBag::default()),
+        };
+        let Some(conn) = self.sessions.subscribed_connection(id, &probe("any")) else { return };
+        self.hub.deliver_pending(id, conn.id, |pending| {
+            let topic = match (&id.module_id, &pending.input_name) {
+                (Some(m), Some(input)) => topics::input_topic(&id.device_id, m, input, &pending.message.properties),
+                _ => topics::c2d_topic(&id.device_id, &pending.message.properties),
+            };
+            let mut publish = Publish::from_bytes(topic, QoS::AtLeastOnce, pending.message.body.clone());
+            publish.dup = pending.delivery_count > 0;
+            conn.deliver_tracked(publish)
+        });
     }
 
     /// Direct method: waits up to `connect_timeout` for the target to be connected and

@@ -35,18 +35,25 @@ impl ConnectionHandle {
     /// Queues a hub → client PUBLISH (QoS 1 gets a packet id). False when the connection is
     /// gone or its queue is full; in the latter case the connection is closed, since a client
     /// that does not read would otherwise hold hub messages forever.
-    pub(super) fn deliver(&self, mut publish: Publish) -> bool {
+    pub(super) fn deliver(&self, publish: Publish) -> bool {
+        self.deliver_tracked(publish).is_some()
+    }
+
+    /// [`deliver`](Self::deliver), answering the packet id the PUBLISH went out with (0 for QoS 0),
+    /// so the PUBACK can be matched to it.
+    pub(super) fn deliver_tracked(&self, mut publish: Publish) -> Option<u16> {
         if publish.qos != QoS::AtMostOnce {
             publish.pkid = self.allocate_pkid();
         }
+        let pkid = publish.pkid;
         match self.outbound.try_send(Packet::Publish(publish)) {
-            Ok(()) => true,
+            Ok(()) => Some(pkid),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 log::warn!("mqtt: connection {} is not reading; dropping it", self.id);
                 self.close();
-                false
+                None
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => None,
         }
     }
 

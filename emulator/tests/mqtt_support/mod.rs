@@ -27,13 +27,17 @@ pub struct TestHub {
     pub mqtt_port: u16,
     pub https_port: u16,
     pub ca_pem: String,
-    _emulator: RunningEmulator,
+    pub emulator: RunningEmulator,
 }
 
 impl TestHub {
     pub async fn start() -> TestHub {
+        Self::start_with(EmulatorConfig::default()).await
+    }
+
+    pub async fn start_with(config: EmulatorConfig) -> TestHub {
         let _ = env_logger::builder().is_test(true).try_init();
-        let emulator = Emulator::start(EmulatorConfig::default()).await.expect("emulator starts");
+        let emulator = Emulator::start(config).await.expect("emulator starts");
         assert_eq!(emulator.hostname(), HOST);
         TestHub {
             hub: emulator.hub().clone(),
@@ -41,7 +45,7 @@ impl TestHub {
             mqtt_port: emulator.mqtt_port(),
             https_port: emulator.https_port(),
             ca_pem: emulator.ca_pem().to_owned(),
-            _emulator: emulator,
+            emulator,
         }
     }
 
