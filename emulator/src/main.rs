@@ -4,6 +4,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+use ironhub_emulator::mqtt::Timing;
 use ironhub_emulator::{Emulator, EmulatorConfig};
 
 #[derive(Parser)]
@@ -69,6 +72,15 @@ struct ServeArgs {
     /// port; see hub.json). It signs tokens for any module without asking who calls.
     #[arg(long, value_name = "PORT")]
     workload_port: Option<u16>,
+
+    /// Milliseconds added before every hub -> device answer (twin responses, direct-method
+    /// requests, C2D and module-input deliveries), to surface races instant answers hide.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Up to this many more milliseconds, at random, per answer.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    jitter_ms: u64,
 }
 
 fn parse_key(s: &str) -> Result<String, String> {
@@ -105,6 +117,7 @@ fn main() {
         ca_cert_file: args.ca_cert,
         workload_socket: args.workload_socket,
         workload_addr: args.workload_port.map(|port| SocketAddr::new(args.bind, port)),
+        timing: Timing { latency: Duration::from_millis(args.latency_ms), jitter: Duration::from_millis(args.jitter_ms) },
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

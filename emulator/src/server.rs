@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::certs::{self, CertError};
 use crate::hub::{persist, Hub, HubConfig, HubError};
-use crate::mqtt::Broker;
+use crate::mqtt::{Broker, Timing};
 use crate::workload::{self, WorkloadApi, WorkloadEndpoints};
 
 /// Where and how to run. `Default` is what tests want: `localhost`, ephemeral loopback ports,
@@ -32,6 +32,9 @@ pub struct EmulatorConfig {
     /// Serve the IoT Edge workload API over plain HTTP on this address too (`http://host:port`;
     /// port 0 = any free port). It signs tokens for any module without asking who calls: keep it on loopback.
     pub workload_addr: Option<SocketAddr>,
+    /// Latency and jitter added before every hub → device answer (twin responses, method
+    /// requests, C2D and input deliveries); zero by default.
+    pub timing: Timing,
 }
 
 impl Default for EmulatorConfig {
@@ -46,6 +49,7 @@ impl Default for EmulatorConfig {
             ca_cert_file: None,
             workload_socket: None,
             workload_addr: None,
+            timing: Timing::default(),
         }
     }
 }
@@ -119,7 +123,7 @@ impl Emulator {
             policy_key: config.policy_key.clone(),
             ca_verifier,
         })?);
-        let broker = Broker::new(hub.clone());
+        let broker = Broker::with_timing(hub.clone(), config.timing);
         let identity = certs::server_identity(state_dir, &config.hostname)?;
         let acceptor = TlsAcceptor::from(certs::server_config(&identity)?);
 

@@ -41,6 +41,8 @@ pub struct PendingMessage {
     pub message: DeviceBoundMessage,
     /// Unix milliseconds after which the message is dropped undelivered.
     pub expires_at_ms: i64,
+    /// Unix milliseconds before which it is not sent (the configured hub latency).
+    pub not_before_ms: i64,
     /// How often it was sent (redeliveries carry DUP).
     pub delivery_count: u32,
     /// (connection id, packet id) of the delivery awaiting its PUBACK.
@@ -96,6 +98,7 @@ impl PendingQueues {
         input_name: Option<String>,
         message: DeviceBoundMessage,
         now_ms: i64,
+        not_before_ms: i64,
     ) -> Result<u64, HubError> {
         self.purge_expired(to, now_ms);
         let ttl = if to.module_id.is_some() { ROUTED_TTL_MS } else { DEFAULT_C2D_TTL_MS };
@@ -113,7 +116,7 @@ impl PendingQueues {
         }
         self.next_token += 1;
         let lock_token = self.next_token;
-        queue.push_back(PendingMessage { lock_token, input_name, message, expires_at_ms, delivery_count: 0, in_flight: None });
+        queue.push_back(PendingMessage { lock_token, input_name, message, expires_at_ms, not_before_ms, delivery_count: 0, in_flight: None });
         Ok(lock_token)
     }
 
@@ -130,6 +133,9 @@ impl PendingQueues {
             !dead
         });
         for m in queue.iter_mut().filter(|m| m.in_flight.is_none_or(|(c, _)| c != conn_id)) {
+            if m.not_before_ms > now_ms {
+                break;
+            }
             match send(m) {
                 Some(pkid) => {
                     m.in_flight = Some((conn_id, pkid));
@@ -210,6 +216,7 @@ impl PendingQueues {
                 input_name: s.input_name,
                 message: DeviceBoundMessage { body: body.into(), properties: PropertyBag::decode(&s.properties) },
                 expires_at_ms: s.expires_at_ms,
+                not_before_ms: 0,
                 delivery_count: s.delivery_count,
                 in_flight: None,
             });
@@ -230,8 +237,8 @@ mod tests {
     fn stays_until_acknowledged_and_goes_again_on_a_new_connection() {
         let dev = Identity::device("d");
         let mut q = PendingQueues::default();
-        q.enqueue(&dev, None, msg("a"), 0).unwrap();
-        q.enqueue(&dev, None, msg("b"), 0).unwrap();
+        q.enqueue(&dev, None, msg("a"), 0, 0).unwrap();
+        q.enqueue(&dev, None, msg("b"), 0, 0).unwrap();
         let mut sent = Vec::new();
         q.deliver(&dev, 1, 0, |m| {
             sent.push((m.message.body.clone(), m.delivery_count));
@@ -257,18 +264,18 @@ mod tests {
         let dev = Identity::device("d");
         let mut q = PendingQueues::default();
         for i in 0..limits::MAX_C2D_PENDING {
-            q.enqueue(&dev, None, msg(&i.to_string()), 0).unwrap();
+            q.enqueue(&dev, None, msg(&i.to_string()), 0, 0).unwrap();
         }
-        assert_eq!(q.enqueue(&dev, None, msg("x"), 0).unwrap_err().code, 403004);
+        assert_eq!(q.enqueue(&dev, None, msg("x"), 0, 0).unwrap_err().code, 403004);
         assert_eq!(q.count(&dev, DEFAULT_C2D_TTL_MS), 0, "an hour later every one expired");
 
         let mut explicit = msg("soon");
         explicit.properties.expiry_time_utc = Some("1970-01-01T00:00:01.000Z".into());
-        q.enqueue(&dev, None, explicit, 0).unwrap();
+        q.enqueue(&dev, None, explicit, 0, 0).unwrap();
         assert_eq!(q.count(&dev, 999), 1);
         assert_eq!(q.count(&dev, 1000), 0, "expiryTimeUtc is honoured");
 
-        q.enqueue(&dev, None, msg("never acked"), 0).unwrap();
+        q.enqueue(&dev, None, msg("never acked"), 0, 0).unwrap();
         for conn in 0..u64::from(MAX_DELIVERY_COUNT) {
             q.deliver(&dev, conn, 0, |_| Some(1));
         }
@@ -277,7 +284,7 @@ mod tests {
 
         let module = Identity::module("d", "m");
         for i in 0..=MAX_MODULE_PENDING {
-            q.enqueue(&module, Some("in".into()), msg(&i.to_string()), 0).unwrap();
+            q.enqueue(&module, Some("in".into()), msg(&i.to_string()), 0, 0).unwrap();
         }
         let kept = q.peek(&module);
         assert_eq!(kept.len(), MAX_MODULE_PENDING);
@@ -290,13 +297,13 @@ mod tests {
         let mut m = msg("\u{0}bin");
         m.properties.message_id = Some("id 1".into());
         m.properties.custom = vec![("k".into(), "v&w".into())];
-        q.enqueue(&Identity::device("d"), None, m.clone(), 5).unwrap();
-        q.enqueue(&Identity::module("d", "m"), Some("in1".into()), msg("r"), 5).unwrap();
+        q.enqueue(&Identity::device("d"), None, m.clone(), 5, 0).unwrap();
+        q.enqueue(&Identity::module("d", "m"), Some("in1".into()), msg("r"), 5, 0).unwrap();
         let json = serde_json::to_string(&q.to_stored()).unwrap();
         let mut back = PendingQueues::from_stored(serde_json::from_str(&json).unwrap());
         assert_eq!(back.peek(&Identity::device("d"))[0].message, m);
         assert_eq!(back.peek(&Identity::module("d", "m"))[0].input_name.as_deref(), Some("in1"));
-        let token = back.enqueue(&Identity::device("d"), None, msg("next"), 5).unwrap();
+        let token = back.enqueue(&Identity::device("d"), None, msg("next"), 5, 0).unwrap();
         assert_eq!(token, 3, "lock tokens continue after a restart");
     }
 }

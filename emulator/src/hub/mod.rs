@@ -333,10 +333,18 @@ impl Hub {
 
     /// Accepts a C2D (`to` a device, `input_name` None) or module-input message; it waits, persisted,
     /// until the recipient acknowledges it (see `devicebound`). Returns its lock token.
-    pub fn enqueue_devicebound(&self, to: &Identity, input_name: Option<String>, msg: DeviceBoundMessage) -> Result<u64, HubError> {
+    /// It is not sent before `delay` has passed (the configured hub latency).
+    pub fn enqueue_devicebound(
+        &self,
+        to: &Identity,
+        input_name: Option<String>,
+        msg: DeviceBoundMessage,
+        delay: Duration,
+    ) -> Result<u64, HubError> {
         let mut state = self.lock();
         Self::identity_exists(&state, to)?;
-        let token = state.pending.enqueue(to, input_name, msg, now_ms())?;
+        let now = now_ms();
+        let token = state.pending.enqueue(to, input_name, msg, now, now + delay.as_millis() as i64)?;
         self.persist(&state);
         Ok(token)
     }

@@ -77,10 +77,22 @@ impl Session {
         };
         let handled = match kind {
             DeviceOriginated::Telemetry { device_id, module_id, bag } => {
-                self.on_telemetry(Identity { device_id, module_id }, bag, publish.payload)
+                self.on_telemetry(Identity { device_id, module_id }, bag, publish.payload.clone())
             }
-            DeviceOriginated::TwinGet { rid } => self.on_twin_get(&rid).await,
-            DeviceOriginated::TwinReportedPatch { rid } => self.on_reported_patch(&rid, &publish.payload).await,
+            // IoT Hub acknowledges a twin request before it publishes the response: a client must
+            // not rely on seeing its PUBACK last (nor first: the response may be delayed).
+            DeviceOriginated::TwinGet { rid } => {
+                if self.acknowledge(&publish).await == Flow::Close {
+                    return Flow::Close;
+                }
+                return self.on_twin_get(&rid).await;
+            }
+            DeviceOriginated::TwinReportedPatch { rid } => {
+                if self.acknowledge(&publish).await == Flow::Close {
+                    return Flow::Close;
+                }
+                return self.on_reported_patch(&rid, &publish.payload).await;
+            }
             DeviceOriginated::MethodResponse { status, rid } => {
                 self.broker.methods.complete(&self.identity, &rid, status, &publish.payload);
                 Flow::Continue
@@ -91,6 +103,10 @@ impl Session {
         }
         // Acknowledge after handling, so a client that saw its PUBACK finds its telemetry
         // in the event log.
+        self.acknowledge(&publish).await
+    }
+
+    async fn acknowledge(&self, publish: &Publish) -> Flow {
         match publish.qos {
             QoS::AtLeastOnce => self.send(Packet::PubAck(PubAck::new(publish.pkid))).await,
             _ => Flow::Continue,
@@ -151,7 +167,19 @@ impl Session {
 
     async fn twin_response(&self, rid: &str, (status, version, body): (u16, Option<u64>, Bytes)) -> Flow {
         let topic = topics::twin_response_topic(status, rid, version);
-        self.send(Packet::Publish(Publish::from_bytes(topic, QoS::AtMostOnce, body))).await
+        let response = Packet::Publish(Publish::from_bytes(topic, QoS::AtMostOnce, body));
+        let timing = self.broker.timing();
+        if timing.is_instant() {
+            return self.send(response).await;
+        }
+        // Delayed on a task of its own, so this connection keeps reading meanwhile (and answers
+        // with jitter may overtake each other, as they can on IoT Hub).
+        let (outbound, delay) = (self.outbound.clone(), timing.delay());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tokio::time::timeout(STALL_TIMEOUT, outbound.send(response)).await;
+        });
+        Flow::Continue
     }
 
     async fn on_subscribe(&self, subscribe: Subscribe) -> Flow {

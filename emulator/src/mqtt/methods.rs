@@ -123,6 +123,7 @@ pub(super) async fn invoke(
     methods.waiters().insert(rid.clone(), Waiter { target: id.clone(), reply });
     let _guard = WaiterGuard { methods, rid };
     let body = serde_json::to_vec(&payload).unwrap_or_default();
+    broker.timing.pause().await;
     if !connection.deliver(Publish::from_bytes(topic, QoS::AtMostOnce, body.into())) {
         return Err(MethodError::NotOnline);
     }

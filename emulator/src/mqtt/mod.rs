@@ -14,6 +14,7 @@
 //! - `connection`: one client connection from CONNECT to close.
 //! - `inbound`: what the hub does with each PUBLISH a client sends.
 //! - `methods`: direct-method requests waiting for their device's response.
+//! - `timing`: the optional latency and jitter added to every hub → device answer.
 //! - `websocket`: MQTT over WebSocket binary frames, adapted to a byte stream.
 
 mod acl;
@@ -22,9 +23,10 @@ mod framing;
 mod inbound;
 mod methods;
 mod sessions;
+mod timing;
 mod websocket;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rumqttc::mqttbytes::v4::Publish;
@@ -35,6 +37,7 @@ use crate::identity::Identity;
 use ironhub_protocol::topics::{self, PropertyBag};
 
 pub use methods::{MethodError, MethodResult};
+pub use timing::Timing;
 use methods::PendingMethods;
 use sessions::Sessions;
 
@@ -43,11 +46,29 @@ pub struct Broker {
     hub: Arc<Hub>,
     sessions: Sessions,
     methods: PendingMethods,
+    timing: Timing,
+    /// Itself, for deliveries that run later (after the configured latency).
+    this: Weak<Broker>,
 }
 
 impl Broker {
     pub fn new(hub: Arc<Hub>) -> Arc<Broker> {
-        Arc::new(Broker { hub, sessions: Sessions::default(), methods: PendingMethods::default() })
+        Self::with_timing(hub, Timing::default())
+    }
+
+    /// A broker that waits `timing` before every answer it sends a device.
+    pub fn with_timing(hub: Arc<Hub>, timing: Timing) -> Arc<Broker> {
+        Arc::new_cyclic(|this| Broker {
+            hub,
+            sessions: Sessions::default(),
+            methods: PendingMethods::default(),
+            timing,
+            this: this.clone(),
+        })
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -128,8 +149,9 @@ impl Broker {
     /// out now; 404001 unknown device, 403004 when 50 are already pending.
     pub fn deliver_c2d(&self, device_id: &str, msg: DeviceBoundMessage) -> Result<bool, HubError> {
         let id = Identity::device(device_id);
-        let token = self.hub.enqueue_devicebound(&id, None, msg)?;
-        self.deliver_pending(&id);
+        let delay = self.timing.delay();
+        let token = self.hub.enqueue_devicebound(&id, None, msg, delay)?;
+        self.deliver_pending_after(&id, delay);
         Ok(self.hub.devicebound_sent(&id, token))
     }
 
@@ -137,8 +159,9 @@ impl Broker {
     /// kept for an offline module as IoT Edge hub keeps it. `Ok(true)` when it went out now.
     pub fn deliver_input(&self, device_id: &str, module_id: &str, input_name: &str, msg: DeviceBoundMessage) -> Result<bool, HubError> {
         let id = Identity::module(device_id, module_id);
-        let token = self.hub.enqueue_devicebound(&id, Some(input_name.to_owned()), msg)?;
-        self.deliver_pending(&id);
+        let delay = self.timing.delay();
+        let token = self.hub.enqueue_devicebound(&id, Some(input_name.to_owned()), msg, delay)?;
+        self.deliver_pending_after(&id, delay);
         Ok(self.hub.devicebound_sent(&id, token))
     }
 
@@ -150,7 +173,25 @@ impl Broker {
 
     /// Sends what waits for `id` (C2D for a device, inputs for a module) and is not yet in flight on
     /// its live connection, if that connection is subscribed to it. Redeliveries carry DUP.
+    /// With a configured latency this happens that much later, on a task of its own.
     pub(crate) fn deliver_pending(&self, id: &Identity) {
+        self.deliver_pending_after(id, self.timing.delay());
+    }
+
+    fn deliver_pending_after(&self, id: &Identity, delay: Duration) {
+        if delay.is_zero() {
+            return self.deliver_pending_now(id);
+        }
+        let (this, id) = (self.this.clone(), id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(broker) = this.upgrade() {
+                broker.deliver_pending_now(&id);
+            }
+        });
+    }
+
+    fn deliver_pending_now(&self, id: &Identity) {
         let probe = |input: &str| match &id.module_id {
             None => topics::c2d_topic(&id.device_id, &PropertyBag::default()),
             Some(m) => topics::input_topic(&id.device_id, m, input, &PropertyBag::default()),
