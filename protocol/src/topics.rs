@@ -321,16 +321,32 @@ pub fn parse_device_originated(topic: &str) -> Option<DeviceOriginated> {
     if !(bag.is_empty() || bag.starts_with('/')) {
         return None;
     }
+    // azure-iot-device-mqtt (Node) and IoT Edge hub's templates end the bag with `/`
+    // (`.../events/%24.on=out1&k=v/`): that `/` closes the list and is no part of the last value
+    // (encoded keys and values never hold a bare `/`).
+    let bag = bag.trim_start_matches('/');
     Some(DeviceOriginated::Telemetry {
         device_id: device_id.into(),
         module_id,
-        bag: PropertyBag::decode(bag.trim_start_matches('/')),
+        bag: PropertyBag::decode(bag.strip_suffix('/').unwrap_or(bag)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailing_slash_after_the_property_list_is_not_part_of_the_last_value() {
+        let topic = "devices/D/modules/M/messages/events/%24.on=out1&k=v%20w/";
+        let Some(DeviceOriginated::Telemetry { bag, .. }) = parse_device_originated(topic) else { panic!() };
+        assert_eq!(bag.output_name.as_deref(), Some("out1"));
+        assert_eq!(bag.custom, vec![("k".to_string(), "v w".to_string())]);
+        let Some(DeviceOriginated::Telemetry { bag, .. }) = parse_device_originated("devices/D/messages/events/a=%2F/") else {
+            panic!()
+        };
+        assert_eq!(bag.custom("a"), Some("/"), "an encoded slash stays in the value");
+    }
 
     fn sample_bag() -> PropertyBag {
         PropertyBag {
