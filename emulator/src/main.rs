@@ -32,7 +32,8 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Directory holding the persisted state (state.json: registry, twins, routes, policy key),
+    /// Directory holding the persisted state (state.db: registry, twins, routes, policy key,
+    /// pending C2D, retained telemetry),
     /// the CA (ca.pem, ca-key.pem) and hub.json ({hostname, mqttPort, httpsPort, caFile,
     /// serviceConnectionString}), created if missing.
     #[arg(long, value_name = "DIR")]
@@ -81,6 +82,27 @@ struct ServeArgs {
     /// Up to this many more milliseconds, at random, per answer.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     jitter_ms: u64,
+
+    /// How long accepted telemetry is kept for GET /emulator/events (IoT Hub's default: 1 day):
+    /// seconds, or a number with s, m, h or d.
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    retention: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 3600, 90m, 12h or 1d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn parse_key(s: &str) -> Result<String, String> {
@@ -117,6 +139,7 @@ fn main() {
         ca_cert_file: args.ca_cert,
         workload_socket: args.workload_socket,
         workload_addr: args.workload_port.map(|port| SocketAddr::new(args.bind, port)),
+        retention: Some(args.retention),
         timing: Timing { latency: Duration::from_millis(args.latency_ms), jitter: Duration::from_millis(args.jitter_ms) },
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -35,6 +35,8 @@ pub struct EmulatorConfig {
     /// Latency and jitter added before every hub → device answer (twin responses, method
     /// requests, C2D and input deliveries); zero by default.
     pub timing: Timing,
+    /// How long accepted telemetry is kept (in `state.db` with a state directory); `None`: one day.
+    pub retention: Option<std::time::Duration>,
 }
 
 impl Default for EmulatorConfig {
@@ -50,6 +52,7 @@ impl Default for EmulatorConfig {
             workload_socket: None,
             workload_addr: None,
             timing: Timing::default(),
+            retention: None,
         }
     }
 }
@@ -121,6 +124,7 @@ impl Emulator {
             hostname: config.hostname.clone(),
             state_dir: config.state_dir.clone(),
             policy_key: config.policy_key.clone(),
+            retention: config.retention,
             ca_verifier,
         })?);
         let broker = Broker::with_timing(hub.clone(), config.timing);
@@ -263,6 +267,8 @@ impl RunningEmulator {
         for id in self.hub.connected_identities() {
             self.broker.disconnect(&id);
         }
+        // Everything accepted is committed; a restart on the same state directory may open it now.
+        self.hub.close_store();
     }
 
     /// Stops everything and waits for the listener tasks to end. State is already on disk.

@@ -1,5 +1,5 @@
-//! A restart with the same state directory keeps the registry, twins, routes, the policy key
-//! and the CA; `hub.json` is written once both listeners accept.
+//! A restart with the same state directory (`state.db`) keeps the registry, twins, routes, the
+//! policy key and the CA; `hub.json` is written once both listeners accept.
 
 mod support;
 
@@ -69,11 +69,33 @@ async fn a_given_policy_key_wins_and_bad_state_is_a_clear_error() {
     assert!(emu.service_connection_string().ends_with(&format!("SharedAccessKey={key}")));
     emu.shutdown().await;
 
-    std::fs::write(dir.join("state.json"), b"{ broken").unwrap();
+    for stale in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    std::fs::write(dir.join("state.db"), b"{ broken, and long enough to be read as a database header").unwrap();
     let err = ironhub_emulator::Emulator::start(config).await.err().expect("a broken state file is refused");
-    assert!(err.to_string().contains("state.json"), "{err}");
+    assert!(err.to_string().contains("state.db"), "{err}");
     let bad_key = EmulatorConfig { policy_key: Some("not base64!".into()), ..Default::default() };
     assert!(ironhub_emulator::Emulator::start(bad_key).await.is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_state_json_of_an_older_emulator_is_imported_once() {
+    let dir = temp_dir("legacy");
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let legacy = json!({"policyKey": key, "revision": 7, "devices": [], "routes": {"up": "FROM /messages/* INTO $upstream"}});
+    std::fs::write(dir.join("state.json"), serde_json::to_vec(&legacy).unwrap()).unwrap();
+    let config = EmulatorConfig { state_dir: Some(dir.clone()), ..Default::default() };
+    let emu = start_with(config.clone()).await;
+    assert_eq!(emu.hub().policy_key(), key);
+    assert_eq!(emu.hub().routes()["up"], "FROM /messages/* INTO $upstream");
+    emu.shutdown().await;
+    assert!(!dir.join("state.json").exists() && dir.join("state.json.imported").exists());
+    let again = start_with(config).await;
+    assert_eq!(again.hub().policy_key(), key, "read back from state.db");
+    assert_eq!(again.hub().routes().len(), 1);
+    again.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -90,6 +90,10 @@ async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>, pe
     } else {
         dispatch(&ctx, req).await
     };
+    // Nothing is acknowledged before it is on disk: a kill -9 after this answer loses nothing.
+    if method != http::Method::GET {
+        ctx.hub.flushed().await;
+    }
     match result {
         Ok(reply) => {
             log::debug!("http: {method} {path} → {}", reply.status());

@@ -122,9 +122,17 @@ impl PendingQueues {
 
     /// Offers every message of `to` not yet in flight on connection `conn_id`, in order, to
     /// `send`, which returns the packet id it went out with (`None`: could not send; the rest wait).
-    pub fn deliver(&mut self, to: &Identity, conn_id: u64, now_ms: i64, mut send: impl FnMut(&PendingMessage) -> Option<u16>) {
+    /// Answers the lock tokens of the messages that went out.
+    pub fn deliver(
+        &mut self,
+        to: &Identity,
+        conn_id: u64,
+        now_ms: i64,
+        mut send: impl FnMut(&PendingMessage) -> Option<u16>,
+    ) -> Vec<u64> {
         self.purge_expired(to, now_ms);
-        let Some(queue) = self.queues.get_mut(to) else { return };
+        let mut sent = Vec::new();
+        let Some(queue) = self.queues.get_mut(to) else { return sent };
         queue.retain(|m| {
             let dead = m.delivery_count >= MAX_DELIVERY_COUNT && m.in_flight.is_none_or(|(c, _)| c != conn_id);
             if dead {
@@ -140,21 +148,42 @@ impl PendingQueues {
                 Some(pkid) => {
                     m.in_flight = Some((conn_id, pkid));
                     m.delivery_count += 1;
+                    sent.push(m.lock_token);
                 }
                 None => break,
             }
         }
+        sent
     }
 
-    /// Completes the message in flight on `conn_id` with packet id `pkid`; true if there was one.
-    pub fn acknowledge(&mut self, to: &Identity, conn_id: u64, pkid: u16) -> bool {
-        let Some(queue) = self.queues.get_mut(to) else { return false };
-        let Some(at) = queue.iter().position(|m| m.in_flight == Some((conn_id, pkid))) else { return false };
-        queue.remove(at);
+    /// Completes the message in flight on `conn_id` with packet id `pkid`; its lock token if there was one.
+    pub fn acknowledge(&mut self, to: &Identity, conn_id: u64, pkid: u16) -> Option<u64> {
+        let queue = self.queues.get_mut(to)?;
+        let at = queue.iter().position(|m| m.in_flight == Some((conn_id, pkid)))?;
+        let done = queue.remove(at).map(|m| m.lock_token);
         if queue.is_empty() {
             self.queues.remove(to);
         }
-        true
+        done
+    }
+
+    /// The stored form of one waiting message.
+    pub fn stored(&self, to: &Identity, lock_token: u64) -> Option<StoredPending> {
+        let m = self.queues.get(to)?.iter().find(|m| m.lock_token == lock_token)?;
+        Some(Self::to_stored_one(to, m))
+    }
+
+    fn to_stored_one(id: &Identity, m: &PendingMessage) -> StoredPending {
+        StoredPending {
+            device_id: id.device_id.clone(),
+            module_id: id.module_id.clone(),
+            lock_token: m.lock_token,
+            input_name: m.input_name.clone(),
+            body: base64::engine::general_purpose::STANDARD.encode(&m.message.body),
+            properties: m.message.properties.encode(),
+            expires_at_ms: m.expires_at_ms,
+            delivery_count: m.delivery_count,
+        }
     }
 
     pub fn count(&mut self, to: &Identity, now_ms: i64) -> usize {
@@ -182,23 +211,8 @@ impl PendingQueues {
     }
 
     pub fn to_stored(&self) -> Vec<StoredPending> {
-        let b64 = &base64::engine::general_purpose::STANDARD;
-        let mut out: Vec<StoredPending> = self
-            .queues
-            .iter()
-            .flat_map(|(id, q)| {
-                q.iter().map(move |m| StoredPending {
-                    device_id: id.device_id.clone(),
-                    module_id: id.module_id.clone(),
-                    lock_token: m.lock_token,
-                    input_name: m.input_name.clone(),
-                    body: b64.encode(&m.message.body),
-                    properties: m.message.properties.encode(),
-                    expires_at_ms: m.expires_at_ms,
-                    delivery_count: m.delivery_count,
-                })
-            })
-            .collect();
+        let mut out: Vec<StoredPending> =
+            self.queues.iter().flat_map(|(id, q)| q.iter().map(move |m| Self::to_stored_one(id, m))).collect();
         out.sort_by_key(|s| s.lock_token);
         out
     }
@@ -247,9 +261,9 @@ mod tests {
         assert_eq!(sent.len(), 2);
         // Offered again on the same connection: nothing new goes out.
         q.deliver(&dev, 1, 0, |_| panic!("already in flight"));
-        assert!(q.acknowledge(&dev, 1, 1));
-        assert!(!q.acknowledge(&dev, 1, 1), "completed once");
-        assert!(!q.acknowledge(&dev, 2, 2), "another connection's packet id completes nothing");
+        assert_eq!(q.acknowledge(&dev, 1, 1), Some(1));
+        assert_eq!(q.acknowledge(&dev, 1, 1), None, "completed once");
+        assert_eq!(q.acknowledge(&dev, 2, 2), None, "another connection's packet id completes nothing");
         let mut again = Vec::new();
         q.deliver(&dev, 2, 0, |m| {
             again.push((m.message.body.clone(), m.delivery_count));

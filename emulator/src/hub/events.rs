@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use base64::Engine;
 use bytes::Bytes;
 use ironhub_protocol::topics::PropertyBag;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// One accepted device-to-cloud message (device telemetry or module output).
@@ -53,6 +54,12 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// A log holding `events` (oldest first) that numbers on after `last_sequence` (a restart).
+    pub fn restore(events: Vec<StoredEvent>, last_sequence: u64) -> EventLog {
+        let body_bytes = events.iter().map(|e| e.record.body.len()).sum();
+        EventLog { events: events.into(), last_sequence, body_bytes }
+    }
+
     pub fn append(&mut self, record: TelemetryRecord, now: String) -> u64 {
         self.last_sequence += 1;
         self.body_bytes += record.body.len();
@@ -63,6 +70,11 @@ impl EventLog {
             }
         }
         self.last_sequence
+    }
+
+    /// The newest event.
+    pub fn last(&self) -> Option<&StoredEvent> {
+        self.events.back()
     }
 
     pub fn last_sequence(&self) -> u64 {
@@ -77,7 +89,48 @@ impl EventLog {
     }
 }
 
+/// The stored form of an event (the store keys it by sequence number).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventDoc {
+    device_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    module_id: Option<String>,
+    /// Base64.
+    body: String,
+    /// The property bag in its topic encoding.
+    properties: String,
+    enqueued_time_utc: String,
+}
+
 impl StoredEvent {
+    pub fn to_doc(&self) -> String {
+        let doc = EventDoc {
+            device_id: self.record.device_id.clone(),
+            module_id: self.record.module_id.clone(),
+            body: base64::engine::general_purpose::STANDARD.encode(&self.record.body),
+            properties: self.record.properties.encode(),
+            enqueued_time_utc: self.enqueued_time_utc.clone(),
+        };
+        serde_json::to_string(&doc).unwrap_or_default()
+    }
+
+    /// `None` when the document is not one [`to_doc`](Self::to_doc) wrote.
+    pub fn from_doc(sequence_number: u64, doc: &str) -> Option<StoredEvent> {
+        let doc: EventDoc = serde_json::from_str(doc).ok()?;
+        let body = base64::engine::general_purpose::STANDARD.decode(doc.body).ok()?;
+        Some(StoredEvent {
+            sequence_number,
+            enqueued_time_utc: doc.enqueued_time_utc,
+            record: TelemetryRecord {
+                device_id: doc.device_id,
+                module_id: doc.module_id,
+                body: body.into(),
+                properties: PropertyBag::decode(&doc.properties),
+            },
+        })
+    }
+
     pub fn to_json(&self) -> Value {
         let p = &self.record.properties;
         let custom: Map<String, Value> = p.custom.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
@@ -139,6 +192,9 @@ mod tests {
         let am = EventFilter { device_id: Some("a".into()), module_id: Some("m".into()) };
         assert_eq!(log.after(&am, 0).len(), 1);
         assert_eq!(log.after(&EventFilter::default(), 0).len(), 3);
+        let first = &log.after(&EventFilter::default(), 0)[2];
+        let back = StoredEvent::from_doc(3, &first.to_doc()).unwrap();
+        assert_eq!((back.sequence_number, &back.record.module_id, &back.record.body), (3, &Some("m".into()), &first.record.body));
         let j = log.after(&EventFilter::default(), 0)[0].to_json();
         assert_eq!(j["body"], "aGk=");
         assert_eq!(j["systemProperties"]["enqueuedTimeUtc"], "t");

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::error::{self, HubError};
 use super::registry::{self, Authentication, DeviceRecord, ModuleRecord};
-use super::{etag, now_iso, BulkResult, DeviceEntry, Hub, ModuleEntry, State, Twin};
+use super::{etag, now_iso, store, BulkResult, DeviceEntry, Hub, ModuleEntry, State, Twin};
 use crate::Identity;
 
 impl Hub {
@@ -78,7 +78,7 @@ impl Hub {
                 state.devices.insert(device_id.to_owned(), entry);
             }
         }
-        self.persist(&state);
+        self.persist_device(&state, device_id);
         Ok(record)
     }
 
@@ -105,7 +105,8 @@ impl Hub {
         }
         state.devices.remove(device_id);
         state.pending.remove_device(device_id);
-        self.persist(&state);
+        self.persist_device(&state, device_id);
+        self.store_writes(|| vec![store::Write::PendingDeleteDevice { device_id: device_id.to_owned() }]);
         Ok(())
     }
 
@@ -155,7 +156,7 @@ impl Hub {
                 device.modules.insert(module_id.to_owned(), entry);
             }
         }
-        self.persist(&state);
+        self.persist_device(&state, device_id);
         Ok(record)
     }
 
@@ -184,7 +185,9 @@ impl Hub {
         }
         device.modules.remove(module_id);
         state.pending.remove(&Identity::module(device_id, module_id));
-        self.persist(&state);
+        self.persist_device(&state, device_id);
+        let (device_id, module_id) = (device_id.to_owned(), module_id.to_owned());
+        self.store_writes(|| vec![store::Write::PendingDeleteModule { device_id, module_id }]);
         Ok(())
     }
 

@@ -2,14 +2,16 @@
 //! the identity registry, twins, the telemetry event log, C2D queues, routes and the service
 //! policy key, persisted to the state directory when there is one.
 //!
-//! Every method is synchronous and takes one internal mutex briefly; persistence happens inside
-//! the same critical section so the file on disk always matches some state the hub was in.
+//! Every method is synchronous and takes one internal mutex briefly; the matching store writes are
+//! queued inside the same critical section (so they land in order) and committed by the store's
+//! own thread: callers await `flushed()` before they acknowledge anything.
 //!
 //! - `error`: IoT Hub error codes and names. `etag`: ETag rendering and `If-Match`.
 //! - `registry`: device and module records. `twin`: twin documents and their rules.
 //! - `auth`: service policies, device SAS and X.509 checks. `routes`: Edge routes.
 //! - `events`: the telemetry log. `query`: the twin query language. `persist`: atomic files.
 //! - `devicebound`: C2D and module-input messages waiting for their PUBACK.
+//! - `store`: the SQLite database of the state directory, written off the async workers.
 //! - `identities`: registry operations. `service_twins`: twins as the service API sees them.
 
 pub mod auth;
@@ -23,6 +25,7 @@ pub mod query;
 pub mod registry;
 pub mod routes;
 mod service_twins;
+pub mod store;
 pub mod twin;
 
 use std::collections::BTreeMap;
@@ -66,8 +69,10 @@ pub fn now_ms() -> i64 {
 #[derive(Clone, Default)]
 pub struct HubConfig {
     pub hostname: String,
-    /// Where `state.json` lives; `None` keeps everything in memory.
+    /// Where `state.db` lives; `None` keeps everything in memory.
     pub state_dir: Option<PathBuf>,
+    /// How long telemetry is kept; `None`: [`DEFAULT_RETENTION`].
+    pub retention: Option<Duration>,
     /// The shared access policy key; when `None`, the persisted one or a new random one.
     pub policy_key: Option<String>,
     /// Verifies device certificates for `certificateAuthority` identities (from `--ca-cert`).
@@ -95,7 +100,7 @@ struct State {
     revision: u64,
 }
 
-/// `state.json`: what survives a restart.
+/// `state.json` of emulators before the SQLite store: imported once.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Persisted {
@@ -139,38 +144,131 @@ impl BulkResult {
 pub struct Hub {
     hostname: String,
     policy_key: String,
-    state_file: Option<PathBuf>,
+    /// The durable store; `None` keeps everything in memory.
+    store: Option<store::Store>,
+    retention: Duration,
     ca_verifier: Option<Arc<dyn ClientCertVerifier>>,
     state: Mutex<State>,
     /// Carries the last event sequence number; long-pollers wait for it to change.
     events_signal: tokio::sync::watch::Sender<u64>,
 }
 
+/// IoT Hub's default retention of device-to-cloud messages: one day.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Expired telemetry is pruned from the store every this many messages.
+const PRUNE_EVERY: u64 = 1000;
+
+fn state_error(what: impl std::fmt::Display) -> HubError {
+    HubError::new(error::SERVER_ERROR, what.to_string())
+}
+
+impl PersistedDevice {
+    fn of(d: &DeviceEntry) -> PersistedDevice {
+        PersistedDevice {
+            device: d.record.clone(),
+            twin: d.twin.clone(),
+            modules: d.modules.values().map(|m| PersistedModule { module: m.record.clone(), twin: m.twin.clone() }).collect(),
+        }
+    }
+
+    fn into_entry(self) -> DeviceEntry {
+        let modules =
+            self.modules.into_iter().map(|m| (m.module.module_id.clone(), ModuleEntry { record: m.module, twin: m.twin })).collect();
+        DeviceEntry { record: self.device, twin: self.twin, modules }
+    }
+}
+
+impl State {
+    /// The state `state.db` holds; `None` when it holds none yet (a new or a pre-SQLite state dir).
+    fn from_store(loaded: store::Loaded) -> Result<Option<(State, String)>, HubError> {
+        let Some(key) = loaded.meta.get("policyKey").cloned() else { return Ok(None) };
+        let mut state = State { revision: loaded.meta.get("revision").and_then(|r| r.parse().ok()).unwrap_or(0), ..Default::default() };
+        for doc in &loaded.devices {
+            let d: PersistedDevice = serde_json::from_str(doc).map_err(|e| state_error(format!("a stored device is invalid: {e}")))?;
+            state.devices.insert(d.device.device_id.clone(), d.into_entry());
+        }
+        state.routes.merge(loaded.routes.into_iter().map(|(n, r)| (n, Some(r))).collect())?;
+        state.pending = devicebound::PendingQueues::from_stored(loaded.pending.iter().filter_map(|d| serde_json::from_str(d).ok()).collect());
+        let events = loaded.events.iter().filter_map(|(seq, doc)| StoredEvent::from_doc(*seq, doc)).collect();
+        state.events = events::EventLog::restore(events, loaded.last_event_sequence);
+        Ok(Some((state, key)))
+    }
+
+    /// The state of a `state.json` written before the SQLite store, to import.
+    fn from_legacy_file(file: &std::path::Path) -> Result<Option<(State, String)>, HubError> {
+        let Some(bytes) = persist::read_optional(file).map_err(|e| state_error(format!("cannot read {}: {e}", file.display())))? else {
+            return Ok(None);
+        };
+        let p: Persisted = serde_json::from_slice(&bytes)
+            .map_err(|e| state_error(format!("{} is not a valid state file: {e}", file.display())))?;
+        let mut state = State { revision: p.revision, ..Default::default() };
+        for d in p.devices {
+            state.devices.insert(d.device.device_id.clone(), d.into_entry());
+        }
+        state.routes.merge(p.routes.into_iter().map(|(n, r)| (n, Some(r))).collect())?;
+        state.pending = devicebound::PendingQueues::from_stored(p.pending);
+        Ok(Some((state, p.policy_key)))
+    }
+
+    /// Every write that recreates this state in an empty store.
+    fn all_writes(&self) -> Vec<store::Write> {
+        let mut writes: Vec<store::Write> = self
+            .devices
+            .values()
+            .map(|d| store::Write::Device {
+                device_id: d.record.device_id.clone(),
+                doc: Some(serde_json::to_string(&PersistedDevice::of(d)).unwrap_or_default()),
+            })
+            .collect();
+        writes.push(store::Write::Meta { key: "revision", value: self.revision.to_string() });
+        writes.push(store::Write::Routes(self.routes.texts()));
+        writes.extend(self.pending.to_stored().into_iter().map(Self::pending_write));
+        writes
+    }
+
+    fn pending_write(p: devicebound::StoredPending) -> store::Write {
+        store::Write::PendingPut {
+            lock_token: p.lock_token,
+            device_id: p.device_id.clone(),
+            module_id: p.module_id.clone(),
+            doc: serde_json::to_string(&p).unwrap_or_default(),
+        }
+    }
+}
+
 impl Hub {
-    /// Builds the hub, loading `state.json` from the state directory when there is one.
+    /// Builds the hub on the state directory's `state.db` when there is one (importing a
+    /// `state.json` of an older emulator once, which is then renamed `state.json.imported`).
     pub fn new(config: HubConfig) -> Result<Hub, HubError> {
-        let state_file = config.state_dir.as_ref().map(|d| d.join("state.json"));
+        let retention = config.retention.unwrap_or(DEFAULT_RETENTION);
         let mut state = State::default();
         let mut stored_key = None;
-        if let Some(file) = &state_file {
-            let io = |e: std::io::Error| HubError::new(error::SERVER_ERROR, format!("cannot read {}: {e}", file.display()));
-            if let Some(bytes) = persist::read_optional(file).map_err(io)? {
-                let p: Persisted = serde_json::from_slice(&bytes).map_err(|e| {
-                    HubError::new(error::SERVER_ERROR, format!("{} is not a valid state file: {e}", file.display()))
-                })?;
-                stored_key = Some(p.policy_key);
-                state.revision = p.revision;
-                for d in p.devices {
-                    let modules = d
-                        .modules
-                        .into_iter()
-                        .map(|m| (m.module.module_id.clone(), ModuleEntry { record: m.module, twin: m.twin }))
-                        .collect();
-                    state.devices.insert(d.device.device_id.clone(), DeviceEntry { record: d.device, twin: d.twin, modules });
+        let mut store = None;
+        let mut imported = None;
+        if let Some(dir) = &config.state_dir {
+            std::fs::create_dir_all(dir).map_err(|e| state_error(format!("cannot create {}: {e}", dir.display())))?;
+            let keep_after = now_ms() - retention.as_millis() as i64;
+            let (opened, loaded) = store::Store::open(&dir.join("state.db"), keep_after).map_err(state_error)?;
+            let legacy = dir.join("state.json");
+            let found = match State::from_store(loaded)? {
+                Some(found) => Some(found),
+                None => {
+                    let found = State::from_legacy_file(&legacy)?;
+                    if found.is_some() {
+                        imported = Some(legacy);
+                    }
+                    found
                 }
-                state.routes.merge(p.routes.into_iter().map(|(n, r)| (n, Some(r))).collect())?;
-                state.pending = devicebound::PendingQueues::from_stored(p.pending);
+            };
+            if let Some((loaded_state, key)) = found {
+                state = loaded_state;
+                stored_key = Some(key);
             }
+            opened.submit(vec![store::Write::PruneEvents { before_ms: keep_after }]);
+            if imported.is_some() {
+                opened.submit(state.all_writes());
+            }
+            store = Some(opened);
         }
         let policy_key = match config.policy_key {
             Some(k) => {
@@ -179,16 +277,22 @@ impl Hub {
             }
             None => stored_key.unwrap_or_else(registry::generate_key),
         };
-        let hub = Hub {
+        if let Some(store) = &store {
+            store.submit(vec![store::Write::Meta { key: "policyKey", value: policy_key.clone() }]);
+            futures::executor::block_on(store.flushed());
+        }
+        if let Some(legacy) = imported {
+            let _ = std::fs::rename(&legacy, legacy.with_extension("json.imported"));
+        }
+        Ok(Hub {
             hostname: config.hostname,
             policy_key,
-            state_file,
+            store,
+            retention,
             ca_verifier: config.ca_verifier,
             state: Mutex::new(state),
             events_signal: tokio::sync::watch::channel(0).0,
-        };
-        hub.persist(&hub.lock());
-        Ok(hub)
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -196,27 +300,42 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn persist(&self, state: &State) {
-        let Some(file) = &self.state_file else { return };
-        let p = Persisted {
-            policy_key: self.policy_key.clone(),
-            revision: state.revision,
-            devices: state
-                .devices
-                .values()
-                .map(|d| PersistedDevice {
-                    device: d.record.clone(),
-                    twin: d.twin.clone(),
-                    modules: d.modules.values().map(|m| PersistedModule { module: m.record.clone(), twin: m.twin.clone() }).collect(),
-                })
-                .collect(),
-            routes: state.routes.texts(),
-            pending: state.pending.to_stored(),
-        };
-        let bytes = serde_json::to_vec_pretty(&p).unwrap_or_default();
-        if let Err(e) = persist::write_atomic(file, &bytes) {
-            log::error!("hub: cannot persist state to {}: {e}", file.display());
+    /// Queues `writes` for the store (call with the lock held, so they land in order).
+    fn store_writes(&self, writes: impl FnOnce() -> Vec<store::Write>) {
+        if let Some(store) = &self.store {
+            store.submit(writes());
         }
+    }
+
+    /// Stores one device row (its record, twin and modules) as it is now, or its removal.
+    fn persist_device(&self, state: &State, device_id: &str) {
+        self.store_writes(|| {
+            let doc = state.devices.get(device_id).map(|d| serde_json::to_string(&PersistedDevice::of(d)).unwrap_or_default());
+            vec![
+                store::Write::Device { device_id: device_id.to_owned(), doc },
+                store::Write::Meta { key: "revision", value: state.revision.to_string() },
+            ]
+        });
+    }
+
+    /// Resolves once every change made before this call is on disk (at once without a store).
+    /// Await it before acknowledging anything to a client.
+    pub async fn flushed(&self) {
+        if let Some(store) = &self.store {
+            store.flushed().await;
+        }
+    }
+
+    /// Commits what is queued and closes the store (shutdown); later changes stay in memory.
+    pub fn close_store(&self) {
+        if let Some(store) = &self.store {
+            store.close();
+        }
+    }
+
+    /// How long telemetry is kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
     }
 
     pub fn hostname(&self) -> &str {
@@ -295,7 +414,7 @@ impl Hub {
             Some(m) => &mut device.modules.get_mut(m).ok_or_else(|| HubError::module_not_found(&id.device_id, m))?.twin,
         };
         let out = f(twin)?;
-        self.persist(&state);
+        self.persist_device(&state, &id.device_id);
         Ok(out)
     }
 
@@ -321,7 +440,18 @@ impl Hub {
             if let Some(device) = state.devices.get_mut(&msg.device_id) {
                 device.record.presence.last_activity_time = Some(now.clone());
             }
-            state.events.append(msg, now)
+            let seq = state.events.append(msg, now);
+            self.store_writes(|| {
+                let mut writes = Vec::new();
+                if let Some(event) = state.events.last() {
+                    writes.push(store::Write::Event { sequence_number: seq, enqueued_ms: now_ms(), doc: event.to_doc() });
+                }
+                if seq % PRUNE_EVERY == 0 {
+                    writes.push(store::Write::PruneEvents { before_ms: now_ms() - self.retention.as_millis() as i64 });
+                }
+                writes
+            });
+            seq
         };
         self.events_signal.send_replace(seq);
         seq
@@ -345,21 +475,24 @@ impl Hub {
         Self::identity_exists(&state, to)?;
         let now = now_ms();
         let token = state.pending.enqueue(to, input_name, msg, now, now + delay.as_millis() as i64)?;
-        self.persist(&state);
+        self.store_writes(|| state.pending.stored(to, token).map(State::pending_write).into_iter().collect());
         Ok(token)
     }
 
     /// Sends what waits for `to` and is not yet in flight on connection `conn_id` through `send`
     /// (which returns the packet id used, or `None` when it cannot send now).
     pub fn deliver_pending(&self, to: &Identity, conn_id: u64, send: impl FnMut(&devicebound::PendingMessage) -> Option<u16>) {
-        self.lock().pending.deliver(to, conn_id, now_ms(), send);
+        let mut state = self.lock();
+        let sent = state.pending.deliver(to, conn_id, now_ms(), send);
+        // The delivery count survives a restart, so a redelivery after it still carries DUP.
+        self.store_writes(|| sent.iter().filter_map(|t| state.pending.stored(to, *t)).map(State::pending_write).collect());
     }
 
     /// A PUBACK from `to` on connection `conn_id`: completes the message sent with `pkid`.
     pub fn acknowledge_devicebound(&self, to: &Identity, conn_id: u64, pkid: u16) {
         let mut state = self.lock();
-        if state.pending.acknowledge(to, conn_id, pkid) {
-            self.persist(&state);
+        if let Some(lock_token) = state.pending.acknowledge(to, conn_id, pkid) {
+            self.store_writes(|| vec![store::Write::PendingDelete { lock_token }]);
         }
     }
 
@@ -417,7 +550,7 @@ impl Hub {
     pub fn merge_routes(&self, changes: Vec<(String, Option<String>)>) -> Result<BTreeMap<String, String>, HubError> {
         let mut state = self.lock();
         state.routes.merge(changes)?;
-        self.persist(&state);
+        self.store_writes(|| vec![store::Write::Routes(state.routes.texts())]);
         Ok(state.routes.texts())
     }
 

@@ -101,8 +101,9 @@ impl Session {
         if handled == Flow::Close {
             return Flow::Close;
         }
-        // Acknowledge after handling, so a client that saw its PUBACK finds its telemetry
-        // in the event log.
+        // Acknowledge after handling and after the store committed it, so a client that saw its
+        // PUBACK finds its telemetry in the event log, even after a kill -9 of the emulator.
+        self.broker.hub.flushed().await;
         self.acknowledge(&publish).await
     }
 
@@ -158,7 +159,11 @@ impl Session {
         let answer = match serde_json::from_slice::<serde_json::Value>(body) {
             Err(_) => twin_error(&TwinError { status: 400, code: 400006, message: "reported patch is not valid JSON".into() }),
             Ok(patch) => match self.broker.hub.patch_reported(&self.identity, &patch) {
-                Ok(version) => (204, Some(version), Bytes::new()),
+                Ok(version) => {
+                    // The 204 acknowledges the write: only once it is on disk.
+                    self.broker.hub.flushed().await;
+                    (204, Some(version), Bytes::new())
+                }
                 Err(e) => twin_error(&e),
             },
         };
