@@ -67,28 +67,11 @@ impl TestHub {
     }
 
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
-            roots.add(cert.expect("ca pem")).expect("add root");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
+        client_config(&self.ca_pem)
     }
 
     pub fn options(&self, id: &Identity, password: &str) -> MqttOptions {
-        let client_id = id.client_id();
-        let mut options = MqttOptions::new(client_id.clone(), HOST, self.mqtt_port);
-        options.set_credentials(format!("{HOST}/{client_id}/?api-version=2019-10-01"), password);
-        options.set_clean_session(false);
-        options.set_keep_alive(Duration::from_secs(60));
-        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(self.client_config())));
-        options
+        options(self.mqtt_port, &self.ca_pem, id, password)
     }
 
     /// The same client over `wss://localhost:{https}/$iothub/websocket`.
@@ -117,6 +100,33 @@ impl TestHub {
         let tcp = TcpStream::connect(("127.0.0.1", self.mqtt_port)).await.expect("tcp");
         connector.connect(ServerName::try_from(HOST).expect("name"), tcp).await.expect("tls")
     }
+}
+
+/// TLS that trusts the emulator's CA.
+pub fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.expect("ca pem")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// MQTT over TLS to `localhost:{mqtt_port}` as `id`, persistent session, as azure-iot-device connects.
+pub fn options(mqtt_port: u16, ca_pem: &str, id: &Identity, password: &str) -> MqttOptions {
+    let client_id = id.client_id();
+    let mut options = MqttOptions::new(client_id.clone(), HOST, mqtt_port);
+    options.set_credentials(format!("{HOST}/{client_id}/?api-version=2019-10-01"), password);
+    options.set_clean_session(false);
+    options.set_keep_alive(Duration::from_secs(60));
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(client_config(ca_pem))));
+    options
 }
 
 pub fn unix_now() -> u64 {

@@ -1,0 +1,184 @@
+//! A kill -9 of the emulator binary under load, then a restart on the same state directory: every
+//! telemetry message it PUBACKed, every twin write and C2D message it answered is still there.
+
+mod mqtt_support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ironhub_emulator::Identity;
+use ironhub_protocol::topics::{self, PropertyBag};
+use mqtt_support::{options, unix_now, Client, Incoming};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ironhub-emulator");
+
+/// The emulator process and a service API caller for it.
+struct Running {
+    child: Child,
+    service: Arc<Service>,
+}
+
+struct Service {
+    info: Value,
+    ca_pem: String,
+    http: reqwest::Client,
+}
+
+impl Running {
+    fn start(dir: &std::path::Path) -> Running {
+        let _ = std::fs::remove_file(dir.join("hub.json"));
+        let child = Command::new(BIN)
+            .args(["serve", "--state-dir", dir.to_str().unwrap(), "--mqtt-port", "0", "--https-port", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let info: Value = loop {
+            if let Ok(bytes) = std::fs::read(dir.join("hub.json")) {
+                break serde_json::from_slice(&bytes).unwrap();
+            }
+            assert!(Instant::now() < deadline, "hub.json never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let ca_pem = std::fs::read_to_string(info["caFile"].as_str().unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Running { child, service: Arc::new(Service { info, ca_pem, http }) }
+    }
+}
+
+impl Service {
+    fn port(&self, which: &str) -> u16 {
+        self.info[which].as_u64().unwrap() as u16
+    }
+
+    fn policy_key(&self) -> String {
+        let cs = self.info["serviceConnectionString"].as_str().unwrap();
+        cs.split("SharedAccessKey=").nth(1).unwrap().to_owned()
+    }
+
+    /// A service API call; `None` when the emulator did not answer (it was killed).
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+        let token = ironhub_protocol::sas::generate_token("localhost", &self.policy_key(), Some("iothubowner"), unix_now() + 600).unwrap();
+        let mut req = self.http.request(method, format!("https://localhost:{}{path}", self.port("httpsPort"))).header("Authorization", token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.ok()?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.ok()?;
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_nothing_acknowledged() {
+    let dir = std::env::temp_dir().join(format!("ironhub-crash-{}", rand::random::<u64>()));
+    let mut first = Running::start(&dir);
+    let service = first.service.clone();
+    let (status, device) = service.call(reqwest::Method::PUT, "/devices/crash", Some(json!({}))).await.unwrap();
+    assert_eq!(status, 200);
+    let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned();
+    let id = Identity::device("crash");
+    let resource = ironhub_protocol::sas::device_resource("localhost", "crash", None);
+    let token = ironhub_protocol::sas::generate_token(&resource, &key, None, unix_now() + 600).unwrap();
+    let mut device = Client::connect(options(service.port("mqttPort"), &service.ca_pem, &id, &token)).await.unwrap();
+
+    // Three writers at once, each recording the last thing the emulator acknowledged.
+    let (acked_telemetry, acked_desired, acked_c2d) = (Arc::new(AtomicI64::new(-1)), Arc::new(AtomicI64::new(-1)), Arc::new(AtomicI64::new(0)));
+    let telemetry = {
+        let acked = acked_telemetry.clone();
+        tokio::spawn(async move {
+            let topic = topics::telemetry_topic("crash", None, &PropertyBag::default());
+            for n in 0.. {
+                if device.client.publish(&topic, rumqttc::QoS::AtLeastOnce, false, n.to_string()).await.is_err() {
+                    return;
+                }
+                loop {
+                    match device.next().await {
+                        Incoming::PubAck(_) => break,
+                        Incoming::Closed(_) => return,
+                        _ => {}
+                    }
+                }
+                acked.store(n, Ordering::SeqCst);
+            }
+        })
+    };
+    let twins = {
+        let (acked, service) = (acked_desired.clone(), service.clone());
+        tokio::spawn(async move {
+            for n in 0.. {
+                match service.call(reqwest::Method::PATCH, "/twins/crash", Some(json!({"properties": {"desired": {"n": n}}}))).await {
+                    Some((200, _)) => acked.store(n, Ordering::SeqCst),
+                    _ => return,
+                }
+            }
+        })
+    };
+    let c2d = {
+        let (acked, service) = (acked_c2d.clone(), service.clone());
+        tokio::spawn(async move {
+            for n in 0..50 {
+                let path = "/emulator/devices/crash/messages/devicebound";
+                match service.call(reqwest::Method::POST, path, Some(json!({"bodyText": format!("c{n}")}))).await {
+                    Some((200, _)) => acked.store(n + 1, Ordering::SeqCst),
+                    _ => return,
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    for task in [telemetry, twins, c2d] {
+        tokio::time::timeout(Duration::from_secs(30), task).await.expect("writers stop once the emulator is gone").unwrap();
+    }
+    let (telemetry, desired, c2d) =
+        (acked_telemetry.load(Ordering::SeqCst), acked_desired.load(Ordering::SeqCst), acked_c2d.load(Ordering::SeqCst));
+    eprintln!("acknowledged before the kill: telemetry up to {telemetry}, desired n up to {desired}, {c2d} C2D");
+    assert!(telemetry > 10 && desired > 10 && c2d > 10, "the load did run");
+
+    let mut second = Running::start(&dir);
+    let service = second.service.clone();
+    let (_, events) = service.call(reqwest::Method::GET, "/emulator/events?deviceId=crash", None).await.unwrap();
+    let bodies: std::collections::HashSet<i64> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8(base64_decode(e["body"].as_str().unwrap())).unwrap().parse().unwrap())
+        .collect();
+    for n in 0..=telemetry {
+        assert!(bodies.contains(&n), "telemetry {n} was PUBACKed but is gone");
+    }
+    let (_, twin) = service.call(reqwest::Method::GET, "/twins/crash", None).await.unwrap();
+    assert!(twin["properties"]["desired"]["n"].as_i64().unwrap() >= desired, "{twin}");
+    let (status, answer) = service
+        .call(reqwest::Method::POST, "/emulator/devices/crash/messages/devicebound", Some(json!({"bodyText": "after"})))
+        .await
+        .unwrap();
+    if c2d < 50 {
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["pendingCount"].as_i64().unwrap() > c2d, "{answer}: {c2d} were accepted before the kill");
+    } else {
+        assert_eq!(status, 403, "all 50 survived, so the queue is full");
+    }
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
