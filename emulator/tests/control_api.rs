@@ -118,7 +118,8 @@ async fn routes_merge_parse_errors_and_lookup() {
     assert_eq!(merged.body["routes"].as_object().unwrap().keys().collect::<Vec<_>>(), vec!["r1", "r2"]);
     assert_eq!(api.get("/emulator/routes").await.body, merged.body);
 
-    let targets = emu.hub().route(&Identity::module("edge", "filter"), Some("out1"));
+    let out1 = PropertyBag { output_name: Some("out1".into()), ..Default::default() };
+    let targets = emu.hub().route(&Identity::module("edge", "filter"), &out1, b"");
     assert_eq!(targets.len(), 2);
 
     let bad = api.put("/emulator/routes", json!({"routes": {"x": "FROM /messages/* INTO nowhere"}})).await;

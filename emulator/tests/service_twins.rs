@@ -154,3 +154,18 @@ async fn module_twins_and_missing_identities() {
     let bad_json = api.call(Method::PATCH, "/twins/edge", None, &[]).await;
     assert_eq!(bad_json.status, StatusCode::OK, "an empty body changes nothing");
 }
+
+#[tokio::test]
+async fn device_twins_carry_device_scope_and_parent_scopes() {
+    let emu = start().await;
+    let api = Api::new(&emu);
+    let edge = api.put("/devices/gw", json!({"capabilities": {"iotEdge": true}})).await.body;
+    emu.hub().create_device("leaf").unwrap();
+    let twin = api.get("/twins/gw").await.body;
+    assert_eq!(twin["deviceScope"], edge["deviceScope"]);
+    assert!(twin["deviceScope"].as_str().unwrap().starts_with("ms-azure-iot-edge://gw-"), "{twin}");
+    assert_eq!(twin["parentScopes"], json!([]));
+    let leaf = api.get("/twins/leaf").await.body;
+    assert!(leaf.get("deviceScope").is_none(), "{leaf}");
+    assert_eq!(leaf["parentScopes"], json!([]));
+}

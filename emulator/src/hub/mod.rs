@@ -457,8 +457,9 @@ impl Hub {
         seq
     }
 
-    pub fn route(&self, from: &Identity, output_name: Option<&str>) -> Vec<RouteTarget> {
-        self.lock().routes.targets(from, output_name)
+    /// Where copies of a message from `from` go, by the route table (sources and `WHERE` conditions).
+    pub fn route(&self, from: &Identity, properties: &PropertyBag, body: &[u8]) -> Vec<RouteTarget> {
+        self.lock().routes.targets(from, properties, body)
     }
 
     /// Accepts a C2D (`to` a device, `input_name` None) or module-input message; it waits, persisted,

@@ -1,7 +1,8 @@
 //! Owns the IoT Hub query language subset the emulator serves on `POST /devices/query`:
 //! `SELECT * FROM devices[.modules] [WHERE cond]`, where `cond` compares twin paths
 //! (`deviceId`, `tags.a.b`, `properties.reported.x`, ...) with literals, combined with AND, OR,
-//! NOT and parentheses. Keywords are case-insensitive.
+//! NOT and parentheses, and `IS_DEFINED(path)`. Keywords are case-insensitive. The same
+//! conditions, over a message document, are the `WHERE` of routes ([`Condition`]).
 
 use serde_json::Value;
 
@@ -24,6 +25,30 @@ enum Expr {
     And(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
     Compare { path: Vec<String>, op: &'static str, value: Value },
+    Defined(Vec<String>),
+}
+
+/// A `WHERE` condition on its own (routes), evaluated against a JSON document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition(Expr);
+
+impl Condition {
+    pub fn parse(text: &str) -> Result<Condition, HubError> {
+        let tokens = tokenize(text)?;
+        if tokens.len() > MAX_TOKENS {
+            return Err(query_error(format!("the condition has more than {MAX_TOKENS} tokens")));
+        }
+        let mut p = Parser { tokens, pos: 0, depth: 0 };
+        let expr = p.or()?;
+        if p.peek().is_some() {
+            return Err(query_error("unexpected text after the condition"));
+        }
+        Ok(Condition(expr))
+    }
+
+    pub fn matches(&self, doc: &Value) -> bool {
+        eval(&self.0, doc)
+    }
 }
 
 /// A parsed query: over device twins or module twins, with an optional condition.
@@ -196,6 +221,13 @@ impl Parser {
                     _ => Err(query_error("a '(' is not closed")),
                 }
             }
+            Some(Token::Word(f)) if f.eq_ignore_ascii_case("IS_DEFINED") => {
+                let path = match (self.next(), self.next(), self.next()) {
+                    (Some(Token::LParen), Some(Token::Word(path)), Some(Token::RParen)) => path,
+                    _ => return Err(query_error("IS_DEFINED takes one property path")),
+                };
+                Ok(Expr::Defined(path.split('.').map(str::to_owned).collect()))
+            }
             Some(Token::Word(path)) => {
                 let op = match self.next() {
                     Some(Token::Op(op)) => op,
@@ -254,6 +286,7 @@ fn eval(e: &Expr, twin: &Value) -> bool {
         Expr::Or(a, b) => eval(a, twin) || eval(b, twin),
         Expr::And(a, b) => eval(a, twin) && eval(b, twin),
         Expr::Not(a) => !eval(a, twin),
+        Expr::Defined(path) => lookup(twin, path).is_some(),
         Expr::Compare { path, op, value } => {
             let Some(actual) = lookup(twin, path) else { return false };
             let ordering = match (actual, value) {

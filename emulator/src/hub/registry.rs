@@ -174,7 +174,7 @@ impl DeviceRecord {
     }
 
     /// The device scope IoT Hub reports for edge devices; leaf devices have none.
-    fn device_scope(&self) -> Option<String> {
+    pub(crate) fn device_scope(&self) -> Option<String> {
         self.iot_edge.then(|| format!("ms-azure-iot-edge://{}-{}", self.device_id, self.generation_id))
     }
 

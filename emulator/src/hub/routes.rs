@@ -1,15 +1,24 @@
-//! Owns Edge hub routes: parsing the route language we support and matching a message's
-//! source against the table to find where copies go.
+//! Owns Edge hub routes: parsing the route language we support and matching a message against
+//! the table to find where copies go.
 //!
-//! Grammar: `FROM <source> INTO <sink>` where source is `/messages/*`,
+//! Grammar: `FROM <source> [WHERE <condition>] INTO <sink>` where source is `/messages/*`,
 //! `/messages/modules/{m}/*` or `/messages/modules/{m}/outputs/{o|*}` and sink is
 //! `BrokeredEndpoint("/modules/{m2}/inputs/{i}")` or `$upstream`. Keywords are case-insensitive.
+//! The condition is IoT Hub's routing query: application properties by name, system properties
+//! as `$contentType`, `$contentEncoding`, `$messageId`, `$correlationId`, `$userId`, `$to`,
+//! `$expiryTimeUtc`, `$connectionDeviceId`, `$connectionModuleId`, `$outputName`, and `$body.x`
+//! for a JSON body (`$contentType` `application/json`, `$contentEncoding` UTF-8), with
+//! `= != <> < > <= >=`, AND, OR, NOT, parentheses and `IS_DEFINED(...)`.
 
 use std::collections::BTreeMap;
+
+use ironhub_protocol::topics::PropertyBag;
+use serde_json::{Map, Value};
 
 use crate::Identity;
 
 use super::error::HubError;
+use super::query::Condition;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteSource {
@@ -31,11 +40,49 @@ enum Sink {
     Upstream,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     pub text: String,
     source: RouteSource,
+    condition: Option<Condition>,
     sink: Sink,
+}
+
+/// A message as route conditions see it (see the module comment).
+pub fn message_document(from: &Identity, properties: &PropertyBag, body: &[u8]) -> Value {
+    let mut doc = Map::new();
+    for (k, v) in &properties.custom {
+        doc.insert(k.clone(), Value::String(v.clone()));
+    }
+    let system = [
+        ("$contentType", &properties.content_type),
+        ("$contentEncoding", &properties.content_encoding),
+        ("$messageId", &properties.message_id),
+        ("$correlationId", &properties.correlation_id),
+        ("$userId", &properties.user_id),
+        ("$to", &properties.to),
+        ("$expiryTimeUtc", &properties.expiry_time_utc),
+        ("$outputName", &properties.output_name),
+    ];
+    for (k, v) in system {
+        if let Some(v) = v {
+            doc.insert(k.into(), Value::String(v.clone()));
+        }
+    }
+    doc.insert("$connectionDeviceId".into(), Value::String(from.device_id.clone()));
+    if let Some(m) = &from.module_id {
+        doc.insert("$connectionModuleId".into(), Value::String(m.clone()));
+    }
+    // IoT Hub routes on the body only when the message says it is JSON in UTF-8 (utf-16/32 exist
+    // too, but no client sends them).
+    let json = properties.content_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("application/json"));
+    let utf8 = properties.content_encoding.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("utf-8"));
+    if json && utf8 {
+        if let Ok(body) = serde_json::from_slice::<Value>(body) {
+            doc.insert("$body".into(), body);
+        }
+    }
+    Value::Object(doc)
 }
 
 fn route_error(text: &str, why: &str) -> HubError {
@@ -67,13 +114,26 @@ impl Route {
             .map(|(_, after)| after)
             .ok_or_else(|| route_error(text, "it must start with FROM"))?;
         let (source, sink) = split_keyword(rest, "into").ok_or_else(|| route_error(text, "INTO is missing"))?;
-        if split_keyword(source, "where").is_some() {
-            return Err(route_error(text, "WHERE conditions are not supported by the emulator"));
-        }
-        Ok(Route { text: text.to_owned(), source: parse_source(text, source.trim())?, sink: parse_sink(text, sink.trim())? })
+        let (source, condition) = match split_keyword(source, "where") {
+            Some((source, condition)) => {
+                let condition = Condition::parse(condition).map_err(|e| route_error(text, &e.message))?;
+                (source, Some(condition))
+            }
+            None => (source, None),
+        };
+        Ok(Route {
+            text: text.to_owned(),
+            source: parse_source(text, source.trim())?,
+            condition,
+            sink: parse_sink(text, sink.trim())?,
+        })
     }
 
-    fn matches(&self, from: &Identity, output_name: Option<&str>) -> bool {
+    fn matches(&self, from: &Identity, output_name: Option<&str>, message: &Value) -> bool {
+        self.source_matches(from, output_name) && self.condition.as_ref().is_none_or(|c| c.matches(message))
+    }
+
+    fn source_matches(&self, from: &Identity, output_name: Option<&str>) -> bool {
         match &self.source {
             RouteSource::AllMessages => true,
             RouteSource::ModuleOutput { module_id, output } => {
@@ -163,10 +223,17 @@ impl RouteTable {
         self.routes.iter().map(|(n, r)| (n.clone(), r.text.clone())).collect()
     }
 
-    /// Every distinct target of every matching route, in route-name order.
-    pub fn targets(&self, from: &Identity, output_name: Option<&str>) -> Vec<RouteTarget> {
+    /// Every distinct target of every route matching the message, in route-name order.
+    pub fn targets(&self, from: &Identity, properties: &PropertyBag, body: &[u8]) -> Vec<RouteTarget> {
+        let output_name = properties.output_name.as_deref();
+        // Built only when some route has a condition to evaluate.
+        let message = if self.routes.values().any(|r| r.condition.is_some()) {
+            message_document(from, properties, body)
+        } else {
+            Value::Null
+        };
         let mut out: Vec<RouteTarget> = Vec::new();
-        for route in self.routes.values().filter(|r| r.matches(from, output_name)) {
+        for route in self.routes.values().filter(|r| r.matches(from, output_name, &message)) {
             let target = route.target(from);
             if !out.contains(&target) {
                 out.push(target);
@@ -194,17 +261,44 @@ mod tests {
             ("r3", r#"FROM /messages/* INTO BrokeredEndpoint("/modules/all/inputs/every")"#),
         ]);
         let filter = Identity::module("edge", "filter");
+        let out = |name: &str| PropertyBag { output_name: Some(name.into()), ..Default::default() };
         assert_eq!(
-            t.targets(&filter, Some("out1")),
+            t.targets(&filter, &out("out1"), b""),
             vec![
                 RouteTarget::ModuleInput { device_id: "edge".into(), module_id: "sink".into(), input_name: "in1".into() },
                 RouteTarget::Upstream,
                 RouteTarget::ModuleInput { device_id: "edge".into(), module_id: "all".into(), input_name: "every".into() },
             ]
         );
-        assert_eq!(t.targets(&filter, Some("out2")).len(), 2);
-        assert_eq!(t.targets(&Identity::device("edge"), None).len(), 1);
-        assert_eq!(t.targets(&Identity::module("edge", "other"), Some("out1")).len(), 1);
+        assert_eq!(t.targets(&filter, &out("out2"), b"").len(), 2);
+        assert_eq!(t.targets(&Identity::device("edge"), &PropertyBag::default(), b"").len(), 1);
+        assert_eq!(t.targets(&Identity::module("edge", "other"), &out("out1"), b"").len(), 1);
+    }
+
+    #[test]
+    fn where_conditions_on_properties_system_properties_and_json_bodies() {
+        let t = table(&[
+            ("alert", r#"FROM /messages/* WHERE level = 'critical' AND $body.temp > 30 INTO BrokeredEndpoint("/modules/a/inputs/hot")"#),
+            ("json", r#"FROM /messages/* where $contentType = 'application/json' into BrokeredEndpoint("/modules/a/inputs/json")"#),
+            ("devices", "FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO $upstream"),
+        ]);
+        let json = |level: &str| PropertyBag {
+            content_type: Some("application/json".into()),
+            content_encoding: Some("utf-8".into()),
+            custom: vec![("level".into(), level.into())],
+            ..Default::default()
+        };
+        // Targets come in route-name order: alert, devices, json.
+        let input = |i: &str| RouteTarget::ModuleInput { device_id: "d".into(), module_id: "a".into(), input_name: i.into() };
+        let dev = Identity::device("d");
+        assert_eq!(t.targets(&dev, &json("critical"), br#"{"temp": 31.5}"#), vec![input("hot"), RouteTarget::Upstream, input("json")]);
+        assert_eq!(t.targets(&dev, &json("critical"), br#"{"temp": 30}"#), vec![RouteTarget::Upstream, input("json")]);
+        assert_eq!(t.targets(&dev, &json("info"), br#"{"temp": 99}"#), vec![RouteTarget::Upstream, input("json")]);
+        // Not declared as UTF-8 JSON: the body is opaque and $body.temp is undefined.
+        let mut opaque = json("critical");
+        opaque.content_encoding = None;
+        assert_eq!(t.targets(&dev, &opaque, br#"{"temp": 99}"#), vec![RouteTarget::Upstream, input("json")]);
+        assert_eq!(t.targets(&Identity::module("d", "m"), &PropertyBag::default(), b""), vec![]);
     }
 
     #[test]
@@ -213,7 +307,8 @@ mod tests {
             "",
             "SELECT * FROM devices",
             "FROM /messages/* INTO",
-            "FROM /messages/modules/a/outputs/o WHERE x = 1 INTO $upstream",
+            "FROM /messages/modules/a/outputs/o WHERE x = INTO $upstream",
+            "FROM /messages/* WHERE (a = 1 INTO $upstream",
             "FROM /messages/modules//outputs/o INTO $upstream",
             r#"FROM /messages/* INTO BrokeredEndpoint("/devices/x")"#,
             "FROM /other INTO $upstream",

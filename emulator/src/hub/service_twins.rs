@@ -37,6 +37,12 @@ impl Hub {
         );
         if module.is_none() {
             out.insert("capabilities".into(), json!({"iotEdge": d.iot_edge}));
+            // As IoT Hub renders a device twin: the scope of an Edge device, and no parents (the
+            // emulator has no nested Edge hierarchies).
+            if let Some(scope) = d.device_scope() {
+                out.insert("deviceScope".into(), json!(scope));
+            }
+            out.insert("parentScopes".into(), json!([]));
         }
         out.insert("tags".into(), Value::Object(twin.tags.clone()));
         out.insert("properties".into(), twin.service_properties());

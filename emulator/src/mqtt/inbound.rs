@@ -124,7 +124,7 @@ impl Session {
             return Flow::Close;
         }
         let hub = &self.broker.hub;
-        for target in hub.route(&sender, bag.output_name.as_deref()) {
+        for target in hub.route(&sender, &bag, &body) {
             if let RouteTarget::ModuleInput { device_id, module_id, input_name } = target {
                 // Edge hub stamps the sender's identity on routed copies.
                 let mut properties = bag.clone();
