@@ -80,7 +80,7 @@ fn load_or_create_ca(state_dir: Option<&Path>) -> Result<(rcgen::Certificate, Ke
     let pem = cert.pem();
     if let Some(dir) = state_dir {
         persist::write_atomic(&dir.join(CA_KEY_FILE), key.serialize_pem().as_bytes()).map_err(|e| file_error(dir, e))?;
-        persist::write_atomic(&dir.join(CA_CERT_FILE), pem.as_bytes()).map_err(|e| file_error(dir, e))?;
+        persist::write_public_atomic(&dir.join(CA_CERT_FILE), pem.as_bytes()).map_err(|e| file_error(dir, e))?;
     }
     Ok((cert, key, pem))
 }

@@ -582,31 +582,13 @@ async fn mqtt_slow_client_is_dropped_without_blocking_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_websocket_frames_split_and_merge_packets() {
     use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::protocol::Role;
     use tokio_tungstenite::tungstenite::Message;
 
     let hub = TestHub::start().await;
     let id = Identity::device("ws-frames");
     let key = hub.add_identity(&id);
 
-    let connector = tokio_rustls::TlsConnector::from(hub.client_config());
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", hub.https_port)).await.unwrap();
-    let mut tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
-    tls.write_all(
-        b"GET /$iothub/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tls.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tls, Role::Client, None).await;
+    let mut ws = open_websocket(&hub).await;
 
     let connect = raw_connect(&id, &hub.token(&id, &key, 3600), 60).freeze();
     ws.send(Message::Binary(connect.slice(..7))).await.unwrap();
@@ -635,4 +617,70 @@ async fn mqtt_websocket_frames_split_and_merge_packets() {
     assert!(matches!(&answers[1], Packet::SubAck(ack) if ack.pkid == 7 && ack.return_codes == vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]));
     assert_eq!(answers[2], Packet::PingResp);
     assert!(hub.broker.is_connected(&id));
+}
+
+/// A WebSocket (subprotocol mqtt) to the HTTPS listener, upgraded by hand, without a frame limit
+/// on our side.
+async fn open_websocket(
+    hub: &TestHub,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+    let connector = tokio_rustls::TlsConnector::from(hub.client_config());
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", hub.https_port)).await.unwrap();
+    let mut tls = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    tls.write_all(
+        b"GET /$iothub/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let unbounded = WebSocketConfig::default().max_frame_size(None).max_message_size(None);
+    tokio_tungstenite::WebSocketStream::from_raw_socket(tls, Role::Client, Some(unbounded)).await
+}
+
+/// A WebSocket frame larger than any MQTT packet is refused before CONNECT: the hub closes the
+/// connection instead of buffering it (here: a CONNECT followed by 200 000 PINGREQs in one frame,
+/// which an unbounded hub would answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_websocket_frames_are_bounded_before_connect() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let hub = TestHub::start().await;
+    let id = Identity::device("ws-big");
+    let key = hub.add_identity(&id);
+    let mut ws = open_websocket(&hub).await;
+    let mut frame = raw_connect(&id, &hub.token(&id, &key, 3600), 60);
+    for _ in 0..200_000 {
+        Packet::PingReq.write(&mut frame, 1 << 20).unwrap();
+    }
+    assert!(frame.len() > 400_000);
+    let _ = ws.send(Message::Binary(frame.freeze())).await;
+    let answer = tokio::time::timeout(WAIT, ws.next()).await.expect("the hub answers or closes");
+    if let Some(Ok(Message::Binary(data))) = answer {
+        panic!("the hub read an oversized frame and answered {} bytes", data.len());
+    }
+    assert!(!hub.broker.is_connected(&id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_subscriptions_per_session_are_capped() {
+    let hub = TestHub::start().await;
+    let mut client = hub.connected(&Identity::device("greedy")).await;
+    for i in 0..32 {
+        let ack = client.subscribe(&format!("$iothub/twin/res/{i}/#")).await;
+        assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)], "filter {i}");
+    }
+    let refused = client.subscribe("$iothub/methods/POST/#").await;
+    assert_eq!(refused.return_codes, vec![SubscribeReasonCode::Failure]);
+    let again = client.subscribe("$iothub/twin/res/0/#").await;
+    assert_eq!(again.return_codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)], "a filter it holds is fine");
 }

@@ -31,6 +31,12 @@ async fn restart_keeps_registry_twins_routes_and_keys() {
     let (policy_key, ca_pem, conn) =
         (first.hub().policy_key().to_owned(), first.ca_pem().to_owned(), first.hub().device_connection_string("keep", None).unwrap());
 
+    #[cfg(unix)]
+    for (file, mode) in [("state.db", 0o600), ("ca-key.pem", 0o600), ("hub.json", 0o600), ("ca.pem", 0o644)] {
+        use std::os::unix::fs::PermissionsExt;
+        let actual = std::fs::metadata(dir.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(actual, mode, "{file} has mode {actual:o}");
+    }
     let info: Value = serde_json::from_slice(&std::fs::read(dir.join("hub.json")).unwrap()).unwrap();
     assert_eq!(info["hostname"], "localhost");
     assert_eq!(info["mqttPort"], first.mqtt_port());

@@ -33,6 +33,9 @@ pub struct Context {
 /// A client that opens a socket and never finishes the handshake must not hold a task for ever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// HTTPS connections served at once (service API, control API, MQTT over WebSockets).
+const MAX_CONNECTIONS: usize = 1024;
+
 /// A client that connects and never sends a request head is cut off after this long.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,9 +43,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection gets its own task, and dropping the loop ends them all with it.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, ctx: Arc<Context>) {
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         // Reap finished connections so the set does not grow with every client ever seen.
         while connections.try_join_next().is_some() {}
+        // At the cap, stop accepting (the kernel's backlog holds newcomers) until one ends.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -54,6 +60,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, ctx: Arc<Contex
         let acceptor = acceptor.clone();
         let ctx = ctx.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return log::debug!("http: TLS handshake with {peer} failed: {e}"),

@@ -15,6 +15,9 @@ use crate::hub::error::{HubError, IOTHUB_FORMAT_ERROR, MESSAGE_TOO_LARGE};
 /// body in base64), small enough that a bad client cannot make us buffer much.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// A client that sends its headers and then trickles (or withholds) the body is cut off.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct ApiRequest {
     pub method: Method,
     pub segments: Vec<String>,
@@ -26,9 +29,9 @@ pub struct ApiRequest {
 impl ApiRequest {
     pub async fn read(req: http::Request<hyper::body::Incoming>) -> Result<ApiRequest, HubError> {
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, MAX_BODY_BYTES)
-            .collect()
+        let body = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect())
             .await
+            .map_err(|_| HubError::invalid(format!("The request body did not arrive within {BODY_READ_TIMEOUT:?}")))?
             .map_err(|_| HubError::new(MESSAGE_TOO_LARGE, format!("The request body is over {MAX_BODY_BYTES} bytes or broken")))?
             .to_bytes();
         let segments = parts.uri.path().split('/').filter(|s| !s.is_empty()).map(decode).collect();

@@ -75,6 +75,10 @@ const MAX_LOADED_EVENTS: i64 = 100_000;
 const MAX_BATCH: usize = 4096;
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    // It holds every device key and the policy key: 0600, and never through a symlink (the WAL
+    // and shared-memory files SQLite creates take the database file's mode).
+    super::persist::ensure_private_file(path)
+        .map_err(|e| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN), Some(e.to_string())))?;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk before the writer reports it, so nothing acknowledged is lost even

@@ -191,14 +191,16 @@ impl Session {
         let sessions = &self.broker.sessions;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         for filter in &subscribe.filters {
-            if acl::may_subscribe(&self.identity, &filter.path) {
-                sessions.subscribe(&self.identity, &filter.path);
+            if !acl::may_subscribe(&self.identity, &filter.path) {
+                log::info!("mqtt: {} may not subscribe to {:?}", self.identity, filter.path);
+                codes.push(SubscribeReasonCode::Failure);
+            } else if !sessions.subscribe(&self.identity, &filter.path) {
+                log::info!("mqtt: {} holds too many subscriptions; refused {:?}", self.identity, filter.path);
+                codes.push(SubscribeReasonCode::Failure);
+            } else {
                 // IoT Hub grants at most QoS 1.
                 let granted = if filter.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                 codes.push(SubscribeReasonCode::Success(granted));
-            } else {
-                log::info!("mqtt: {} may not subscribe to {:?}", self.identity, filter.path);
-                codes.push(SubscribeReasonCode::Failure);
             }
         }
         let flow = self.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes))).await;

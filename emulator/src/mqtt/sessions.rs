@@ -71,6 +71,10 @@ impl ConnectionHandle {
     }
 }
 
+/// Filters one session may hold. An IoT Hub client needs five at most (C2D or inputs, methods,
+/// twin responses, desired patches); the bound keeps a peer from growing the table without end.
+pub(super) const MAX_SUBSCRIPTIONS: usize = 32;
+
 #[derive(Default)]
 struct Session {
     subscriptions: Vec<String>,
@@ -154,19 +158,22 @@ impl Sessions {
         detached
     }
 
-    /// Adds a filter; true if it was not there already.
+    /// Adds a filter; false when the session already holds [`MAX_SUBSCRIPTIONS`] others.
     pub(super) fn subscribe(&self, id: &Identity, filter: &str) -> bool {
-        let added = {
+        let accepted = {
             let mut table = self.table();
             let session = table.entry(id.clone()).or_default();
-            let new = !session.subscriptions.iter().any(|f| f == filter);
-            if new {
+            if session.subscriptions.iter().any(|f| f == filter) {
+                true
+            } else if session.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                false
+            } else {
                 session.subscriptions.push(filter.to_owned());
+                true
             }
-            new
         };
         self.changed();
-        added
+        accepted
     }
 
     pub(super) fn unsubscribe(&self, id: &Identity, filter: &str) {

@@ -12,9 +12,12 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+/// The largest WebSocket frame or message accepted: one MQTT packet at the limit with its header.
+const MAX_WS_MESSAGE: usize = super::framing::MAX_INCOMING_PACKET + 5;
 
 pub(super) struct WsByteStream<S> {
     ws: WebSocketStream<S>,
@@ -24,8 +27,14 @@ pub(super) struct WsByteStream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsByteStream<S> {
     /// Wraps a connection whose HTTP upgrade (101) was already answered.
+    /// Frames and messages are bounded by the MQTT packet limit from the first byte on (before
+    /// CONNECT too): tungstenite's defaults (16 MB frames, 64 MB messages) would let any peer
+    /// make the hub buffer that much per connection.
     pub(super) async fn server(upgraded: S) -> Self {
-        WsByteStream { ws: WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await, pending: Bytes::new() }
+        let config = WebSocketConfig::default()
+            .max_frame_size(Some(MAX_WS_MESSAGE))
+            .max_message_size(Some(MAX_WS_MESSAGE));
+        WsByteStream { ws: WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config)).await, pending: Bytes::new() }
     }
 }
 
