@@ -34,11 +34,7 @@ pub struct Condition(Expr);
 
 impl Condition {
     pub fn parse(text: &str) -> Result<Condition, HubError> {
-        let tokens = tokenize(text)?;
-        if tokens.len() > MAX_TOKENS {
-            return Err(query_error(format!("the condition has more than {MAX_TOKENS} tokens")));
-        }
-        let mut p = Parser { tokens, pos: 0, depth: 0 };
+        let mut p = Parser::new(text)?;
         let expr = p.or()?;
         if p.peek().is_some() {
             return Err(query_error("unexpected text after the condition"));
@@ -156,6 +152,14 @@ struct Parser {
 }
 
 impl Parser {
+    fn new(text: &str) -> Result<Parser, HubError> {
+        let tokens = tokenize(text)?;
+        if tokens.len() > MAX_TOKENS {
+            return Err(query_error(format!("it has more than {MAX_TOKENS} tokens")));
+        }
+        Ok(Parser { tokens, pos: 0, depth: 0 })
+    }
+
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.pos)
     }
@@ -250,11 +254,7 @@ impl Parser {
 
 impl Query {
     pub fn parse(text: &str) -> Result<Query, HubError> {
-        let tokens = tokenize(text)?;
-        if tokens.len() > MAX_TOKENS {
-            return Err(query_error(format!("the query has more than {MAX_TOKENS} tokens")));
-        }
-        let mut p = Parser { tokens, pos: 0, depth: 0 };
+        let mut p = Parser::new(text)?;
         p.expect_keyword("SELECT")?;
         if p.next() != Some(Token::Star) {
             return Err(query_error("only SELECT * is supported"));
