@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
+use ironhub_emulator::hub::throttle::Tier;
 use ironhub_emulator::mqtt::Timing;
 use ironhub_emulator::{Emulator, EmulatorConfig};
 
@@ -87,6 +88,11 @@ struct ServeArgs {
     /// seconds, or a number with s, m, h or d.
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     retention: Duration,
+
+    /// Throttle as IoT Hub's tier does for one unit (only `s1`): D2C sends 100/s (PUBACKs wait),
+    /// twin reads 100/s and updates 50/s (status 429), direct methods 160 KB/s (HTTP 429).
+    #[arg(long, value_name = "TIER")]
+    throttle: Option<Tier>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -140,6 +146,7 @@ fn main() {
         workload_socket: args.workload_socket,
         workload_addr: args.workload_port.map(|port| SocketAddr::new(args.bind, port)),
         retention: Some(args.retention),
+        throttle: args.throttle,
         timing: Timing { latency: Duration::from_millis(args.latency_ms), jitter: Duration::from_millis(args.jitter_ms) },
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -37,6 +37,8 @@ pub struct EmulatorConfig {
     pub timing: Timing,
     /// How long accepted telemetry is kept (in `state.db` with a state directory); `None`: one day.
     pub retention: Option<std::time::Duration>,
+    /// IoT Hub's limits of this tier (`--throttle s1`); `None`: no throttling.
+    pub throttle: Option<crate::hub::throttle::Tier>,
 }
 
 impl Default for EmulatorConfig {
@@ -53,6 +55,7 @@ impl Default for EmulatorConfig {
             workload_addr: None,
             timing: Timing::default(),
             retention: None,
+            throttle: None,
         }
     }
 }
@@ -125,6 +128,7 @@ impl Emulator {
             state_dir: config.state_dir.clone(),
             policy_key: config.policy_key.clone(),
             retention: config.retention,
+            throttle: config.throttle,
             ca_verifier,
         })?);
         let broker = Broker::with_timing(hub.clone(), config.timing);

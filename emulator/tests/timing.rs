@@ -2,6 +2,7 @@
 //! configured latency delays every hub → device answer.
 
 mod mqtt_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -73,4 +74,44 @@ async fn latency_delays_twin_responses_c2d_and_methods() {
     assert!(invoked.elapsed() >= latency, "method request after {:?}", invoked.elapsed());
     assert!(request.topic.starts_with("$iothub/methods/POST/m/"));
     call.abort();
+}
+
+/// `--throttle s1`: twin updates over 50/s are answered 429, D2C sends over 100/s wait for their
+/// PUBACK (traffic shaping), direct methods over the meter get HTTP 429 from the service API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_throttling_answers_as_iot_hub() {
+    use ironhub_emulator::hub::throttle::Tier;
+    let hub = TestHub::start_with(EmulatorConfig { throttle: Some(Tier::S1), ..Default::default() }).await;
+    let id = Identity::device("busy");
+    let mut client = hub.connected(&id).await;
+    client.subscribe(topics::TWIN_RESPONSE_FILTER).await;
+    for rid in 0..70 {
+        client.client.publish(topics::twin_reported_patch_topic(&rid.to_string()), QoS::AtMostOnce, false, r#"{"a":1}"#).await.unwrap();
+    }
+    let mut statuses = Vec::new();
+    while statuses.len() < 70 {
+        let response = client.next_publish().await;
+        let Some(topics::DeviceBound::TwinResponse { status, .. }) = topics::parse_device_bound(&response.topic) else { continue };
+        statuses.push(status);
+    }
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(throttled >= 15, "{throttled} of 70 updates throttled: {statuses:?}");
+
+    let started = Instant::now();
+    let topic = topics::telemetry_topic("busy", None, &PropertyBag::default());
+    for _ in 0..160 {
+        client.publish(&topic, "x").await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(500), "160 sends at 100/s took {:?}", started.elapsed());
+
+    let api = support::Api::new(&hub.emulator);
+    let body = serde_json::json!({"methodName": "m", "responseTimeoutInSeconds": 5});
+    let answers = futures::future::join_all((0..80).map(|_| api.post("/twins/busy/methods", body.clone()))).await;
+    let mut refused = 0;
+    for answer in answers.iter().filter(|a| a.status == 429) {
+        assert_eq!(answer.error_code(), 429001);
+        assert_eq!(answer.error_code_name.as_deref(), Some("ThrottlingException"));
+        refused += 1;
+    }
+    assert!(refused >= 20, "{refused} of 80 concurrent method calls throttled");
 }

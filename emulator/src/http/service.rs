@@ -202,6 +202,7 @@ async fn invoke_method(ctx: &Context, req: &ApiRequest, target: Identity) -> Res
             format!("The method payload is {payload_size} bytes; the limit is {}", limits::MAX_METHOD_PAYLOAD_BYTES),
         ));
     }
+    ctx.hub.check_throttle(crate::hub::throttle::Operation::Method { payload_bytes: payload_size })?;
     let response_timeout = seconds(&body, "responseTimeoutInSeconds", 30, 5..=300)?;
     let connect_timeout = seconds(&body, "connectTimeoutInSeconds", 0, 0..=300)?;
     ctx.hub.check_identity(&target)?;

@@ -12,6 +12,7 @@
 //! - `events`: the telemetry log. `query`: the twin query language. `persist`: atomic files.
 //! - `devicebound`: C2D and module-input messages waiting for their PUBACK.
 //! - `store`: the SQLite database of the state directory, written off the async workers.
+//! - `throttle`: the optional S1 limits (`--throttle s1`).
 //! - `identities`: registry operations. `service_twins`: twins as the service API sees them.
 
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod registry;
 pub mod routes;
 mod service_twins;
 pub mod store;
+pub mod throttle;
 pub mod twin;
 
 use std::collections::BTreeMap;
@@ -73,6 +75,8 @@ pub struct HubConfig {
     pub state_dir: Option<PathBuf>,
     /// How long telemetry is kept; `None`: [`DEFAULT_RETENTION`].
     pub retention: Option<Duration>,
+    /// IoT Hub's limits of this tier; `None`: no throttling.
+    pub throttle: Option<throttle::Tier>,
     /// The shared access policy key; when `None`, the persisted one or a new random one.
     pub policy_key: Option<String>,
     /// Verifies device certificates for `certificateAuthority` identities (from `--ca-cert`).
@@ -147,6 +151,7 @@ pub struct Hub {
     /// The durable store; `None` keeps everything in memory.
     store: Option<store::Store>,
     retention: Duration,
+    throttle: Option<throttle::Throttle>,
     ca_verifier: Option<Arc<dyn ClientCertVerifier>>,
     state: Mutex<State>,
     /// Carries the last event sequence number; long-pollers wait for it to change.
@@ -289,6 +294,7 @@ impl Hub {
             policy_key,
             store,
             retention,
+            throttle: config.throttle.map(throttle::Throttle::new),
             ca_verifier: config.ca_verifier,
             state: Mutex::new(state),
             events_signal: tokio::sync::watch::channel(0).0,
@@ -330,6 +336,18 @@ impl Hub {
     pub fn close_store(&self) {
         if let Some(store) = &self.store {
             store.close();
+        }
+    }
+
+    /// 429001 when throttling is on and `op` is over its limit.
+    pub fn check_throttle(&self, op: throttle::Operation) -> Result<(), HubError> {
+        self.throttle.as_ref().map_or(Ok(()), |t| t.check(op))
+    }
+
+    /// Waits for capacity when throttling is on (IoT Hub's traffic shaping of device-to-cloud sends).
+    pub async fn shape_throttle(&self, op: throttle::Operation) {
+        if let Some(t) = &self.throttle {
+            t.shape(op).await;
         }
     }
 

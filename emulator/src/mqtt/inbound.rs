@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::connection::{packet_kind, STALL_TIMEOUT};
 use super::{acl, Broker};
+use crate::hub::throttle::Operation;
 use crate::hub::{RouteTarget, TelemetryRecord, TwinError};
 use crate::identity::Identity;
 use ironhub_protocol::limits::MAX_TELEMETRY_BYTES;
@@ -77,6 +78,7 @@ impl Session {
         };
         let handled = match kind {
             DeviceOriginated::Telemetry { device_id, module_id, bag } => {
+                self.broker.hub.shape_throttle(Operation::DeviceToCloud).await;
                 self.on_telemetry(Identity { device_id, module_id }, bag, publish.payload.clone())
             }
             // IoT Hub acknowledges a twin request before it publishes the response: a client must
@@ -148,7 +150,7 @@ impl Session {
     }
 
     async fn on_twin_get(&self, rid: &str) -> Flow {
-        let answer = match self.broker.hub.twin_properties(&self.identity) {
+        let answer = match self.broker.hub.check_throttle(Operation::TwinRead).and_then(|()| self.broker.hub.twin_properties(&self.identity)) {
             Ok(twin) => (200, None, json_bytes(&twin)),
             Err(e) => twin_error(&e),
         };
@@ -156,6 +158,9 @@ impl Session {
     }
 
     async fn on_reported_patch(&self, rid: &str, body: &[u8]) -> Flow {
+        if let Err(e) = self.broker.hub.check_throttle(Operation::TwinUpdate) {
+            return self.twin_response(rid, twin_error(&e)).await;
+        }
         let answer = match serde_json::from_slice::<serde_json::Value>(body) {
             Err(_) => twin_error(&TwinError { status: 400, code: 400006, message: "reported patch is not valid JSON".into() }),
             Ok(patch) => match self.broker.hub.patch_reported(&self.identity, &patch) {
