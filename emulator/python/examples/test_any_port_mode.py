@@ -6,7 +6,7 @@ emulator's free ones.
     pytest --iothub-ports=free examples/test_any_port_mode.py
 """
 
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, Message
+from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 
 
 def test_module_output_over_websockets(iothub):
@@ -23,14 +23,18 @@ def test_module_output_over_websockets(iothub):
     assert (received.text, received.module_id, received.output_name) == ("filtered", "filter", "alerts")
 
 
-def test_device_sees_forced_disconnect_and_reconnects(iothub):
+def test_module_direct_method(iothub):
     device = iothub.create_device()
-    client = IoTHubDeviceClient.create_from_connection_string(device, **iothub.device_client_kwargs)
-    client.connect()
+    module = iothub.create_module(device.device_id, "controller")
+    client = IoTHubModuleClient.create_from_connection_string(module, **iothub.device_client_kwargs)
+
+    def on_method(request):
+        client.send_method_response(MethodResponse.create_from_method_request(request, 202, {"accepted": request.name}))
+
+    client.on_method_request_received = on_method
     try:
-        assert iothub.disconnect(device.device_id) is True
-        client.send_message("after the drop")  # the SDK reconnects on its own, then sends
+        result = iothub.invoke_method(device.device_id, "start", module_id="controller", response_timeout=15)
     finally:
         client.shutdown()
 
-    assert [m.text for m in iothub.wait_for_telemetry(device.device_id)] == ["after the drop"]
+    assert (result.status, result.payload) == (202, {"accepted": "start"})

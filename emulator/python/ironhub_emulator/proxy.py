@@ -33,6 +33,10 @@ class PortMapProxy:
 
     def close(self) -> None:
         self._closed.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+        except OSError:
+            pass
         self._listener.close()
         with self._lock:
             for s in self._open:

@@ -26,8 +26,6 @@ PORT_MODES = ("sdk", "free")
 # A previous holder of the lock may still be closing its listeners when we get it.
 SDK_PORTS_RETRY_S = 30.0
 
-_sdk_ports_busy = False  # this process already runs an emulator on 8883/443
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("iothub", "ironhub-emulator: a local Azure IoT Hub")
@@ -74,20 +72,12 @@ def _start_on_sdk_ports(state_dir: Path, binary: Optional[str]) -> Emulator:
 @contextlib.contextmanager
 def running_iothub(state_dir: Path, ports: str = "free", binary: Optional[str] = None) -> Iterator[IoTHub]:
     """An emulator for the length of the block, in port mode `ports` ("sdk" or "free")."""
-    global _sdk_ports_busy
     if ports == "sdk":
-        if _sdk_ports_busy:
-            raise EmulatorError(
-                "an emulator of this test session already listens on 8883/443 (the `iothub` fixture and "
-                "`fresh_iothub` cannot both run there); use --iothub-ports=free for that"
-            )
         with sdk_ports_lock():
             emulator = _start_on_sdk_ports(state_dir, binary)
-            _sdk_ports_busy = True
             try:
                 yield IoTHub(emulator.info)
             finally:
-                _sdk_ports_busy = False
                 emulator.stop()
     elif ports == "free":
         emulator = Emulator(state_dir, binary=binary)

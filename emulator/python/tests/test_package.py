@@ -4,9 +4,11 @@ wheel, azure-iot-device and pytest installed), on free ports."""
 
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -97,13 +99,21 @@ def test_the_free_ports_proxy_maps_only_the_hub_and_its_ports(tmp_path):
             s, status = _connect_through(hub.proxy_address, refused)
             s.close()
             assert status == b"HTTP/1.1 403 Forbidden", refused
-        s, status = _connect_through(hub.proxy_address, "localhost:8883")
-        try:
-            assert status == b"HTTP/1.1 200 Connection established"
-            # What comes back through the tunnel is the emulator's TLS listener: a ClientHello-less
-            # garbage byte string is answered by a TLS alert or a close, never by an HTTP proxy page.
-            s.sendall(b"\x16\x03\x01\x00\x01\x00")
-            answer = s.recv(16)
-            assert answer == b"" or answer[:1] == b"\x15"
-        finally:
-            s.close()
+        # What answers through the tunnels is the emulator itself: its certificate, for its name.
+        tls = ssl.create_default_context(cafile=hub.ca_file)
+        for mapped in ("localhost:8883", "LOCALHOST:443", "127.0.0.1:8883"):
+            s, status = _connect_through(hub.proxy_address, mapped)
+            assert status == b"HTTP/1.1 200 Connection established", mapped
+            with tls.wrap_socket(s, server_hostname="localhost") as tunnelled:
+                assert tunnelled.version() is not None
+
+
+def test_a_second_emulator_on_the_sdk_ports_fails_at_once_instead_of_waiting_for_itself(tmp_path):
+    from ironhub_emulator.ports import sdk_ports_lock
+
+    with sdk_ports_lock():
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="--iothub-ports=free"):
+            with running_iothub(tmp_path / "hub", "sdk"):
+                pass
+        assert time.monotonic() - started < 5
