@@ -15,7 +15,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 from .process import HubInfo
 
@@ -157,7 +157,7 @@ class IoTHub:
             return None
         from azure.iot.device import ProxyOptions  # the official SDK is the user's dependency, not ours
 
-        return ProxyOptions("HTTP", self._proxy[0], self._proxy[1])
+        return ProxyOptions("HTTP", self._proxy[0], self._proxy[1])  # type: ignore[no-untyped-call]
 
     @property
     def device_client_kwargs(self) -> Dict[str, Any]:
@@ -221,7 +221,7 @@ class IoTHub:
         return ConnectionString(cs + ";SharedAccessKey={}".format(key), device_id, module_id)
 
     def get_device(self, device_id: str) -> Dict[str, Any]:
-        return self.request("GET", "/devices/" + _quote(device_id))
+        return cast(Dict[str, Any], self.request("GET", "/devices/" + _quote(device_id)))
 
     def delete_device(self, device_id: str) -> None:
         self.request("DELETE", "/devices/" + _quote(device_id), headers={"If-Match": '"*"'})
@@ -234,7 +234,7 @@ class IoTHub:
         return path if module_id is None else path + "/modules/" + _quote(module_id)
 
     def get_twin(self, device_id: str, module_id: Optional[str] = None) -> Dict[str, Any]:
-        return self.request("GET", self._twin_path(device_id, module_id))
+        return cast(Dict[str, Any], self.request("GET", self._twin_path(device_id, module_id)))
 
     def update_desired_properties(self, device_id: str, desired: Dict[str, Any],
                                   module_id: Optional[str] = None) -> Dict[str, Any]:
@@ -242,7 +242,8 @@ class IoTHub:
         device gets the patch. Returns the twin."""
         if not isinstance(desired, dict):
             raise TypeError("desired must be a dict")
-        return self.request("PATCH", self._twin_path(device_id, module_id), {"properties": {"desired": desired}})
+        body = {"properties": {"desired": desired}}
+        return cast(Dict[str, Any], self.request("PATCH", self._twin_path(device_id, module_id), body))
 
     def invoke_method(self, device_id: str, method_name: str, payload: Any = None, *,
                       module_id: Optional[str] = None, response_timeout: int = 30,
@@ -263,7 +264,7 @@ class IoTHub:
         message_id, correlation_id, user_id, content_type, content_encoding, expiry_time_utc.
         Returns {"delivered": bool, "pendingCount": n}."""
         path = "/emulator/devices/{}/messages/devicebound".format(_quote(device_id))
-        return self.request("POST", path, _message_body(body, properties, system))
+        return cast(Dict[str, Any], self.request("POST", path, _message_body(body, properties, system)))
 
     def send_to_module_input(self, device_id: str, module_id: str, input_name: str, body: Union[str, bytes],
                              properties: Optional[Dict[str, str]] = None, **system: Any) -> Any:
@@ -305,7 +306,7 @@ class IoTHub:
 
     def set_routes(self, routes: Dict[str, Optional[str]]) -> Dict[str, Any]:
         """Merges Edge hub routes (`{"name": "FROM ... INTO ..."}`, None removes one)."""
-        return self.request("PUT", "/emulator/routes", {"routes": routes})
+        return cast(Dict[str, Any], self.request("PUT", "/emulator/routes", {"routes": routes}))
 
     def disconnect(self, device_id: str, module_id: Optional[str] = None) -> bool:
         """Drops that identity's MQTT connection (fault injection); False when it was offline."""

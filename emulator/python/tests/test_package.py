@@ -33,10 +33,14 @@ def test_the_wheel_puts_the_binary_in_the_environment_scripts():
     assert version.returncode == 0 and version.stdout.startswith("ironhub-emulator ")
 
 
+def _python_m(*args):
+    return subprocess.run([sys.executable, "-m", "ironhub_emulator", *args], capture_output=True, text=True, timeout=30)
+
+
 def test_python_dash_m_runs_the_binary():
-    ok = subprocess.run([sys.executable, "-m", "ironhub_emulator", "serve", "--help"], capture_output=True, text=True, timeout=30)
+    ok = _python_m("serve", "--help")
     assert ok.returncode == 0 and "--state-dir" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "ironhub_emulator", "serve", "--no-such-flag"], capture_output=True, text=True, timeout=30)
+    bad = _python_m("serve", "--no-such-flag")
     assert bad.returncode == 2 and "--no-such-flag" in bad.stderr
 
 
