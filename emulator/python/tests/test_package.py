@@ -3,6 +3,7 @@ errors, the free-ports proxy. Runs in the fresh virtual environment .ci/run buil
 wheel, azure-iot-device and pytest installed), on free ports."""
 
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -121,3 +122,21 @@ def test_a_second_emulator_on_the_sdk_ports_fails_at_once_instead_of_waiting_for
             with running_iothub(tmp_path / "hub", "sdk"):
                 pass
         assert time.monotonic() - started < 5
+
+
+def test_python_dash_m_serves_until_sigterm_and_the_healthcheck_follows(tmp_path):
+    state = tmp_path / "hub"
+    proc = subprocess.Popen([sys.executable, "-m", "ironhub_emulator", "serve", "--state-dir", str(state),
+                             "--mqtt-port", "0", "--https-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (state / "hub.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        up = _python_m("healthcheck", "--state-dir", str(state))
+        assert up.returncode == 0 and up.stdout.startswith("healthy:"), up
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the python process became the emulator (exec): it gets the signal
+        assert proc.wait(20) == 0
+    down = _python_m("healthcheck", "--state-dir", str(state))
+    assert down.returncode == 1 and down.stderr.startswith("unhealthy:"), down
