@@ -10,6 +10,8 @@ use ironhub_emulator::hub::throttle::Tier;
 use ironhub_emulator::mqtt::Timing;
 use ironhub_emulator::{Emulator, EmulatorConfig};
 
+mod healthcheck;
+
 #[derive(Parser)]
 #[command(
     name = "ironhub-emulator",
@@ -29,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the emulator until Ctrl-C or SIGTERM. Writes DIR/hub.json once both listeners accept.
     Serve(ServeArgs),
+    /// Exit 0 when the emulator of DIR answers on its control API and MQTT port, else 1 (for
+    /// container HEALTHCHECKs and CI scripts).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Args)]
@@ -135,7 +140,10 @@ async fn wait_for_stop() {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Healthcheck(args) => std::process::exit(healthcheck::run(args)),
+    };
     let config = EmulatorConfig {
         hostname: args.hostname,
         mqtt_addr: SocketAddr::new(args.bind, args.mqtt_port),

@@ -8,14 +8,13 @@ need those ports take `privileged_ports()` for as long as they use them.
 """
 
 import base64
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -28,7 +27,9 @@ EMULATOR_BIN = Path(
     os.environ.get("IRONHUB_EMULATOR", str(REPO_ROOT / "target" / "debug" / "ironhub-emulator"))
 )
 READY_TIMEOUT_S = 60.0
-PRIVILEGED_PORTS_LOCK = "/tmp/ironhub-privileged-ports.lock"
+
+sys.path.insert(0, str(REPO_ROOT / "emulator" / "python"))
+from ironhub_emulator.ports import PRIVILEGED_PORTS_LOCK, sdk_ports_lock  # noqa: E402,F401
 
 
 def ensure_emulator_binary() -> None:
@@ -38,23 +39,10 @@ def ensure_emulator_binary() -> None:
         subprocess.run(["cargo", "build", "-q", "-p", "ironhub-emulator"], cwd=REPO_ROOT, check=True)
 
 
-@contextlib.contextmanager
 def privileged_ports(wait_s: float = 900):
-    """Holds the machine-wide lock on ports 8883/443 (an exclusive flock) while in the block."""
-    fd = os.open(PRIVILEGED_PORTS_LOCK, os.O_CREAT | os.O_RDWR, 0o666)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("{} held by another suite for over {} s".format(PRIVILEGED_PORTS_LOCK, wait_s))
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+    """Holds the machine-wide lock on ports 8883/443 (an exclusive flock) while in the block.
+    The emulator's Python package owns that convention (its pytest plugin takes the same lock)."""
+    return sdk_ports_lock(wait_s)
 
 
 def start_privileged_hub(state_dir: Path) -> "Hub":
