@@ -141,7 +141,7 @@ def test_the_image_command_serves_as_its_user_and_the_healthcheck_tracks_it(imag
 
             # Everything the emulator wrote in the volume belongs to the image's user.
             owners = {(p.name, p.stat().st_uid) for p in volume.iterdir()}
-            assert {"hub.json", "ca.pem", "state.json"} <= {name for name, _ in owners}
+            assert {"hub.json", "ca.pem", "state.db"} <= {name for name, _ in owners}
             assert all(uid == image["uid"] for _, uid in owners), owners
 
             # The check authenticates: a hub.json with another policy key gets 401 from the live hub.
