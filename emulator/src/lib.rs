@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod certs;
 pub mod server;
 pub mod workload;
+pub mod dps;
 
 pub use identity::Identity;
 pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, RunningEmulator};

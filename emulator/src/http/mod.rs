@@ -28,6 +28,7 @@ use response::Reply;
 pub struct Context {
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
+    pub dps: Arc<crate::dps::Dps>,
 }
 
 /// A client that opens a socket and never finishes the handshake must not hold a task for ever.
@@ -104,6 +105,9 @@ async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>, pe
 
 async fn dispatch(ctx: &Context, req: http::Request<hyper::body::Incoming>) -> Result<Reply, HubError> {
     let req = ApiRequest::read(req).await?;
+    if let Some(reply) = crate::dps::rest::route(&ctx.dps, &req) {
+        return Ok(reply);
+    }
     if let Some(result) = control::route(ctx, &req).await {
         return result;
     }

@@ -18,7 +18,7 @@
 
 mod acl;
 mod connection;
-mod framing;
+pub(crate) mod framing;
 mod inbound;
 mod methods;
 mod sessions;
@@ -43,15 +43,22 @@ pub struct Broker {
     hub: Arc<Hub>,
     sessions: Sessions,
     methods: PendingMethods,
+    /// The provisioning service sharing this listener (registrations are told apart by username).
+    dps: std::sync::OnceLock<Arc<crate::dps::Dps>>,
 }
 
 impl Broker {
     pub fn new(hub: Arc<Hub>) -> Arc<Broker> {
-        Arc::new(Broker { hub, sessions: Sessions::default(), methods: PendingMethods::default() })
+        Arc::new(Broker { hub, sessions: Sessions::default(), methods: PendingMethods::default(), dps: Default::default() })
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Serves DPS registrations on this listener from now on (once; later calls are ignored).
+    pub fn attach_dps(&self, dps: Arc<crate::dps::Dps>) {
+        let _ = self.dps.set(dps);
     }
 
     /// Accept loop for MQTT over TLS (8883). Every accepted socket gets its own task, so a
