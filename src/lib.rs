@@ -41,6 +41,7 @@ pub mod error;
 pub mod ffi;
 pub mod message;
 pub mod options;
+pub mod provisioning;
 mod runtime;
 pub mod service;
 mod session;
