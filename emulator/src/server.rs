@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::certs::{self, CertError};
 use crate::dps::Dps;
+use crate::files::Files;
 use crate::hub::{persist, Hub, HubConfig, HubError};
 use crate::mqtt::Broker;
 use crate::workload::{self, WorkloadApi, WorkloadEndpoints};
@@ -80,6 +81,7 @@ pub struct EmulatorHandle {
     broker: Arc<Broker>,
     workload: WorkloadEndpoints,
     dps: Arc<Dps>,
+    files: Arc<Files>,
 }
 
 /// A started emulator. Dropping it stops the listeners; `shutdown` does so and waits.
@@ -151,7 +153,8 @@ impl Emulator {
         if let Some(listener) = workload_listener {
             tasks.push(tokio::spawn(workload::serve(listener, workload_api)));
         }
-        let ctx = Arc::new(crate::http::Context { hub: hub.clone(), broker: broker.clone(), dps: dps.clone() });
+        let files = Files::new(service_host(&config.hostname, https_port), state_dir);
+        let ctx = Arc::new(crate::http::Context { hub: hub.clone(), broker: broker.clone(), dps: dps.clone(), files: files.clone() });
         tasks.push(tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())));
         tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));
@@ -166,6 +169,7 @@ impl Emulator {
                 broker,
                 workload,
                 dps,
+                files,
             },
             tasks,
         };
@@ -214,6 +218,11 @@ impl EmulatorHandle {
     /// The Device Provisioning Service served on the same listeners.
     pub fn dps(&self) -> &Arc<Dps> {
         &self.dps
+    }
+
+    /// File upload: pending uploads, blobs and upload notifications.
+    pub fn files(&self) -> &Arc<Files> {
+        &self.files
     }
 
     /// The DPS ID scope devices register with.
