@@ -46,6 +46,7 @@ mod runtime;
 pub mod service;
 mod session;
 pub mod transport;
+pub mod upload;
 
 pub use auth::Identity;
 pub use client::{
