@@ -266,3 +266,30 @@ async fn blob_put(http: &reqwest::Client, url: &str, body: bytes::Bytes, headers
     let code = resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
     Err((retryable(status), Error::ServiceFailure { status, message: format!("blob storage refused the upload ({code})") }))
 }
+
+/// The same calls on the blocking client, each bounded by `operation_timeout` (and, for the
+/// one-call uploads, by the size of what is uploaded).
+impl crate::blocking::Client {
+    pub fn get_storage_info_for_blob(&self, blob_name: &str) -> Result<StorageInfo> {
+        let (client, blob_name) = (self.as_async().clone(), blob_name.to_owned());
+        crate::runtime::block_on(async move { client.get_storage_info_for_blob(&blob_name).await })
+    }
+
+    pub fn notify_blob_upload_status(&self, correlation_id: &str, is_success: bool, status_code: i32, status_description: &str) -> Result<()> {
+        let client = self.as_async().clone();
+        let (correlation_id, status_description) = (correlation_id.to_owned(), status_description.to_owned());
+        crate::runtime::block_on(async move {
+            client.notify_blob_upload_status(&correlation_id, is_success, status_code, &status_description).await
+        })
+    }
+
+    pub fn upload_blob_from_file(&self, blob_name: &str, path: &Path, options: UploadOptions) -> Result<StorageInfo> {
+        let (client, blob_name, path) = (self.as_async().clone(), blob_name.to_owned(), path.to_owned());
+        crate::runtime::block_on(async move { client.upload_blob_from_file(&blob_name, &path, options).await })
+    }
+
+    pub fn upload_blob_from_bytes(&self, blob_name: &str, data: impl Into<bytes::Bytes>, options: UploadOptions) -> Result<StorageInfo> {
+        let (client, blob_name, data) = (self.as_async().clone(), blob_name.to_owned(), data.into());
+        crate::runtime::block_on(async move { client.upload_blob_from_bytes(&blob_name, data, options).await })
+    }
+}

@@ -79,6 +79,23 @@ impl RegistrationResult {
         }
     }
 
+    /// The result as DPS words it (`operationId`, `status`, `registrationState` with `deviceId`,
+    /// `assignedHub`, `substatus`, ...): what the C ABI hands out.
+    pub fn to_json(&self) -> Value {
+        let state = self.registration_state.as_ref().map(|s| {
+            serde_json::json!({
+                "deviceId": s.device_id,
+                "assignedHub": s.assigned_hub,
+                "substatus": s.sub_status,
+                "createdDateTimeUtc": s.created_date_time,
+                "lastUpdatedDateTimeUtc": s.last_update_date_time,
+                "etag": s.etag,
+                "payload": s.payload,
+            })
+        });
+        serde_json::json!({"operationId": self.operation_id, "status": self.status, "registrationState": state})
+    }
+
     /// `(assigned_hub, device_id)`, or a Client error when the device was not assigned.
     pub fn assignment(&self) -> Result<(&str, &str)> {
         let state = self.registration_state.as_ref();
