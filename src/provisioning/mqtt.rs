@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 
 use super::{Attestation, RegistrationResult, Settings};
 use crate::error::{Error, Result};
-use crate::options::ProxyType;
 use ironhub_protocol::dps as wire;
 
 /// When the service names no `retry-after` (azure-iot-device's default polling interval).
@@ -50,14 +49,7 @@ fn mqtt_options(settings: &Settings) -> Result<MqttOptions> {
     };
     mo.set_keep_alive(Duration::from_secs(opts.keep_alive)).set_clean_session(true);
     if let Some(p) = &opts.proxy_options {
-        if p.proxy_type != ProxyType::Http {
-            return Err(Error::invalid("only HTTP proxies are supported for MQTT"));
-        }
-        let auth = match (&p.proxy_username, &p.proxy_password) {
-            (Some(u), pw) => rumqttc::ProxyAuth::Basic { username: u.clone(), password: pw.clone().unwrap_or_default() },
-            _ => rumqttc::ProxyAuth::None,
-        };
-        mo.set_proxy(rumqttc::Proxy { ty: rumqttc::ProxyType::Http, auth, addr: p.proxy_addr.clone(), port: p.proxy_port });
+        mo.set_proxy(p.to_mqtt_proxy()?);
     }
     let password = match &settings.attestation {
         Attestation::SymmetricKey(key) => {
