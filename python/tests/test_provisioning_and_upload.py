@@ -115,3 +115,20 @@ def test_file_upload_official_calls_and_one_call_upload(hub, device_cs, unique_i
             await aclient.shutdown()
 
     assert asyncio.run(via_asyncio())["blobName"] == unique_id + "/async.txt"
+
+
+def test_x509_registration_then_connect(hub, dps, unique_id, client_kwargs, tmp_path, make_client):
+    leaf = dpsctl.make_cert(unique_id)
+    dps.put_enrollment(unique_id, dpsctl.x509_attestation(leaf.pem))
+    cert_file, key_file = dpsctl.write_identity(tmp_path, "device", leaf)
+    x509 = ironhub.X509(cert_file, key_file)
+    make = ironhub.ProvisioningDeviceClient.create_from_x509_certificate
+    with pytest.raises(TypeError):
+        make(hub.hostname, unique_id, hub.id_scope, x509, sastoken_ttl=60, **client_kwargs)
+    result = make(hub.hostname, unique_id, hub.id_scope, x509, **client_kwargs).register()
+    assert result.registration_state.device_id == unique_id
+    device = make_client(
+        ironhub.IoTHubDeviceClient, "create_from_x509_certificate", x509, result.registration_state.assigned_hub, unique_id, **client_kwargs
+    )
+    device.connect()
+    assert device.connected
