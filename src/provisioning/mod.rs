@@ -6,7 +6,7 @@
 //! - `mqtt`: one registration exchange over MQTT (register, then poll with `retry-after`).
 //! - [`derive_device_key`]: a group enrollment member's key, from the group key.
 //!
-//! Options are the hub client's [`ClientOptions`]: `server_verification_cert`, `websockets`,
+//! Options are the hub client's [`ClientOptions`]: `server_verification_cert`, `gateway_hostname`, `websockets`,
 //! `cipher`, `proxy_options`, `sastoken_ttl`, `keep_alive`, `operation_timeout` (bound on the
 //! whole registration) and the `mqtt_port` / `https_port` knobs apply; the rest are ignored.
 

@@ -36,7 +36,8 @@ fn mqtt_options(settings: &Settings) -> Result<MqttOptions> {
         &opts.cipher,
         x509,
     )?);
-    let host = &settings.provisioning_host;
+    // `gateway_hostname` (an on-premises gateway in front of DPS) is where the socket goes.
+    let host = opts.gateway_hostname.as_deref().unwrap_or(&settings.provisioning_host);
     let mut mo = if opts.websockets {
         let url = format!("wss://{host}:{}/$iothub/websocket", opts.https_port);
         let mut mo = MqttOptions::new(&settings.registration_id, url, opts.https_port);
