@@ -28,6 +28,8 @@ use ironhub_protocol::encoding::percent_encode;
 pub const CONTAINER: &str = "file-uploads";
 /// SAS URIs live for an hour, IoT Hub's default `sasTtlAsIso8601`.
 pub const SAS_TTL_SECS: i64 = 3600;
+/// Uploads handed a SAS URI and not yet reported on, at most.
+const MAX_PENDING_UPLOADS: usize = 10_000;
 /// Notifications kept for the control API (oldest dropped first).
 const MAX_NOTIFICATIONS: usize = 1000;
 
@@ -89,9 +91,17 @@ impl Files {
         let blob_path = format!("{device_id}/{blob_name}");
         let correlation_id = format!("{:032x}", rand::random::<u128>());
         let sas = self.sas_token(&blob_path, Utc::now() + chrono::Duration::seconds(SAS_TTL_SECS));
-        self.lock()
-            .pending
-            .insert(correlation_id.clone(), PendingUpload { device_id: device_id.to_owned(), blob_name: blob_path.clone() });
+        let mut state = self.lock();
+        // Devices that never report back must not grow the table without bound: past the cap,
+        // one forgotten upload is dropped (its notification would then be refused, as on a hub
+        // whose correlation ids expired).
+        if state.pending.len() >= MAX_PENDING_UPLOADS {
+            if let Some(old) = state.pending.keys().next().cloned() {
+                state.pending.remove(&old);
+            }
+        }
+        state.pending.insert(correlation_id.clone(), PendingUpload { device_id: device_id.to_owned(), blob_name: blob_path.clone() });
+        drop(state);
         Ok(json!({
             "correlationId": correlation_id,
             "hostName": self.blob_host,
