@@ -148,3 +148,45 @@ async fn x509_individual_enrollment_and_blocking_facade() {
     device.shutdown().await.unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn service_rest_api_enrollments_etags_and_registrations() {
+    let env = common::start().await;
+    let cs = env.emu.provisioning_service_connection_string();
+    let fields: std::collections::HashMap<&str, &str> = cs.split(';').filter_map(|kv| kv.split_once('=')).collect();
+    let host = fields["HostName"];
+    let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let token = ironhub_protocol::sas::generate_token(host, fields["SharedAccessKey"], Some("provisioningserviceowner"), expiry).unwrap();
+    let wrong = ironhub_protocol::sas::generate_token(host, &key(), Some("provisioningserviceowner"), expiry).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(env.emu.ca_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://{host}{path}?api-version=2021-10-01");
+    let device_key = key();
+    let body = json!({"registrationId": "rest-1", "attestation": symmetric(&device_key, &key())});
+
+    let resp = http.put(url("/enrollments/rest-1")).header("Authorization", &wrong).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let created: serde_json::Value =
+        http.put(url("/enrollments/rest-1")).header("Authorization", &token).json(&body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(created["attestation"]["symmetricKey"]["primaryKey"], device_key.as_str());
+    let etag = created["etag"].as_str().unwrap().to_owned();
+    let stale = http.put(url("/enrollments/rest-1")).header("Authorization", &token).header("If-Match", "\"nope\"").json(&body).send().await.unwrap();
+    assert_eq!(stale.status(), 412);
+    let fresh = http.put(url("/enrollments/rest-1")).header("Authorization", &token).header("If-Match", format!("\"{etag}\"")).json(&body).send().await.unwrap();
+    assert_eq!(fresh.status(), 200);
+
+    let resp = http.get(url("/registrations/rest-1")).header("Authorization", &token).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "no registration before the device registers");
+    client(&env, "rest-1", &device_key, env.options()).register().await.unwrap();
+    let record: serde_json::Value = http.get(url("/registrations/rest-1")).header("Authorization", &token).send().await.unwrap().json().await.unwrap();
+    assert_eq!((record["deviceId"].as_str(), record["status"].as_str()), (Some("rest-1"), Some("assigned")));
+
+    let deleted = http.delete(url("/enrollments/rest-1")).header("Authorization", &token).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = http.get(url("/enrollments/rest-1")).header("Authorization", &token).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let err = client(&env, "rest-1", &device_key, env.options()).register().await.unwrap_err();
+    assert!(matches!(err, Error::Credential(_)), "a deleted enrollment no longer registers: {err:?}");
+}
