@@ -5,7 +5,6 @@
 //!
 //! Run: `cargo run --example provisioning` (exit code 0 when every step worked).
 
-use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ironhub::provisioning::{self, ProvisioningClient};
@@ -14,24 +13,9 @@ use ironhub::{ClientOptions, Message};
 use ironhub_emulator::{Emulator, EmulatorConfig};
 use serde_json::json;
 
-/// Every step is bounded: a hang is reported as a failure, not waited out.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn step<T, F>(what: &str, fut: F) -> Result<T, String>
-where
-    F: Future<Output = Result<T, String>>,
-{
-    println!("- {what} ...");
-    match tokio::time::timeout(STEP_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {} s", STEP_TIMEOUT.as_secs())),
-    }
-}
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
+#[path = "support/steps.rs"]
+mod steps;
+use steps::{err, step};
 
 /// `PUT /enrollmentGroups/{id}` with a provisioningserviceowner token, as an operator's tool would.
 async fn create_group_enrollment(service_cs: &str, ca_pem: &str, group_id: &str, group_key: &str) -> Result<(), String> {
