@@ -4,7 +4,6 @@
 //!
 //! Run: `cargo run --release --example quickstart` (exit code 0 when every step worked).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,24 +13,9 @@ use ironhub_emulator::{Emulator, EmulatorConfig};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-/// Every step is bounded: a hang is reported as a failure, not waited out.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn step<T, F>(what: &str, fut: F) -> Result<T, String>
-where
-    F: Future<Output = Result<T, String>>,
-{
-    println!("- {what} ...");
-    match tokio::time::timeout(STEP_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {} s", STEP_TIMEOUT.as_secs())),
-    }
-}
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
+#[path = "support/steps.rs"]
+mod steps;
+use steps::{err, step};
 
 async fn run() -> Result<(), String> {
     let emu = step("starting a local IoT Hub (emulator)", async {

@@ -132,6 +132,11 @@ typedef struct ironhub_message ironhub_message;
 typedef struct ironhub_options ironhub_options;
 
 /**
+ * A DPS registration client for one registration id. Any number of threads may use it.
+ */
+typedef struct ironhub_provisioning_client ironhub_provisioning_client;
+
+/**
  * Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
  * dispatcher thread, with `IRONHUB_OK` at PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED`
  * when the client is disconnected, shut down or freed first).
@@ -176,6 +181,12 @@ typedef void (*ironhub_sastoken_callback)(void *user_data);
 typedef void (*ironhub_background_exception_callback)(void *user_data,
                                                       ironhub_result kind,
                                                       const char *message);
+
+/**
+ * Progress of a one-call upload: bytes sent so far and the total. Runs on an ironhub thread
+ * while the upload call blocks, after each block; it must not call back into this client.
+ */
+typedef void (*ironhub_upload_progress_callback)(void *user_data, uint64_t sent, uint64_t total);
 
 #ifdef __cplusplus
 extern "C" {
@@ -589,6 +600,65 @@ ironhub_result ironhub_options_set_mqtt_port(ironhub_options *o, uint16_t port);
 ironhub_result ironhub_options_set_https_port(ironhub_options *o, uint16_t port);
 
 /**
+ * Client that registers `registration_id` in `id_scope` at `provisioning_host` (Azure:
+ * `global.azure-devices-provisioning.net`) with a base64 symmetric key: an individual
+ * enrollment's key, or a group member's key from `ironhub_provisioning_derive_device_key`.
+ * `opts` may be NULL; websockets, proxy, cipher, server_verification_cert, sastoken_ttl,
+ * keep_alive, the ports and operation_timeout apply.
+ */
+ironhub_result ironhub_provisioning_client_create_from_symmetric_key(const char *provisioning_host,
+                                                                     const char *registration_id,
+                                                                     const char *id_scope,
+                                                                     const char *symmetric_key,
+                                                                     const ironhub_options *opts,
+                                                                     ironhub_provisioning_client **out);
+
+/**
+ * As `ironhub_provisioning_client_create_from_symmetric_key`, attested by an X.509 certificate
+ * (PEM file paths; the certificate's common name is the registration id). `pass_phrase` may be NULL.
+ */
+ironhub_result ironhub_provisioning_client_create_from_x509_certificate(const char *provisioning_host,
+                                                                        const char *registration_id,
+                                                                        const char *id_scope,
+                                                                        const char *cert_file,
+                                                                        const char *key_file,
+                                                                        const char *pass_phrase,
+                                                                        const ironhub_options *opts,
+                                                                        ironhub_provisioning_client **out);
+
+/**
+ * Frees the client. NULL-safe. Must not be called while another thread uses it.
+ */
+void ironhub_provisioning_client_free(ironhub_provisioning_client *p);
+
+/**
+ * Sets the JSON payload sent with the registration (`provisioning_payload`); NULL clears it.
+ */
+ironhub_result ironhub_provisioning_client_set_provisioning_payload(ironhub_provisioning_client *p,
+                                                                    const char *payload_json);
+
+/**
+ * Registers (connect, register, poll with the service's retry-after, disconnect) and returns
+ * once the device is assigned: `*assigned_hub` and `*device_id` receive where to connect
+ * (e.g. with `ironhub_client_create_from_symmetric_key`); `*result_json`, unless `result_json`
+ * is NULL, the whole result (`{"operationId", "status", "registrationState": {...}}`). Free
+ * each string with `ironhub_string_free`. A failed or refused registration is an error
+ * (`IRONHUB_ERROR_CREDENTIAL` for refused credentials, `IRONHUB_ERROR_CLIENT` for a service refusal).
+ */
+ironhub_result ironhub_provisioning_client_register(ironhub_provisioning_client *p,
+                                                    char **assigned_hub,
+                                                    char **device_id,
+                                                    char **result_json);
+
+/**
+ * The symmetric key of group enrollment member `registration_id`: base64(HMAC-SHA256(group
+ * key, registration id)). Free `*device_key` with `ironhub_string_free`.
+ */
+ironhub_result ironhub_provisioning_derive_device_key(const char *group_key,
+                                                      const char *registration_id,
+                                                      char **device_key);
+
+/**
  * Name of a result code, e.g. `"IRONHUB_ERROR_CREDENTIAL"`; `"IRONHUB_ERROR_UNKNOWN"` for a
  * value that is no code. Static storage: never free it.
  *
@@ -611,6 +681,46 @@ size_t ironhub_last_error_message(char *buf, size_t len);
  * was built with). Static storage: never free it.
  */
 const char *ironhub_version(void);
+
+/**
+ * Where to upload `blob_name`: `*storage_info_json` receives `{"correlationId", "hostName",
+ * "containerName", "blobName", "sasToken"}` (free with `ironhub_string_free`; the SAS is a secret).
+ */
+ironhub_result ironhub_client_get_storage_info_for_blob(ironhub_client *c,
+                                                        const char *blob_name,
+                                                        char **storage_info_json);
+
+/**
+ * Tells the hub how the upload of `correlation_id` ended. `status_description` may be NULL.
+ */
+ironhub_result ironhub_client_notify_blob_upload_status(ironhub_client *c,
+                                                        const char *correlation_id,
+                                                        bool is_success,
+                                                        int32_t status_code,
+                                                        const char *status_description);
+
+/**
+ * Uploads the file at `path` as `blob_name` in blocks of `block_size` bytes (0 = 2 MiB), each
+ * retried on failure, then notifies the hub; returns when the blob is committed and notified.
+ * `progress` may be NULL.
+ */
+ironhub_result ironhub_client_upload_blob_from_file(ironhub_client *c,
+                                                    const char *blob_name,
+                                                    const char *path,
+                                                    size_t block_size,
+                                                    ironhub_upload_progress_callback progress,
+                                                    void *user_data);
+
+/**
+ * As `ironhub_client_upload_blob_from_file`, from `len` bytes at `data` (copied first).
+ */
+ironhub_result ironhub_client_upload_blob_from_buffer(ironhub_client *c,
+                                                      const char *blob_name,
+                                                      const uint8_t *data,
+                                                      size_t len,
+                                                      size_t block_size,
+                                                      ironhub_upload_progress_callback progress,
+                                                      void *user_data);
 
 #ifdef __cplusplus
 }  // extern "C"

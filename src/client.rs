@@ -67,7 +67,7 @@ impl Client {
         Ok(Client { handle: Arc::new(Handle { session }) })
     }
 
-    fn session(&self) -> &Arc<Session> {
+    pub(crate) fn session(&self) -> &Arc<Session> {
         &self.handle.session
     }
 

@@ -41,10 +41,12 @@ pub mod error;
 pub mod ffi;
 pub mod message;
 pub mod options;
+pub mod provisioning;
 mod runtime;
 pub mod service;
 mod session;
 pub mod transport;
+pub mod upload;
 
 pub use auth::Identity;
 pub use client::{

@@ -293,6 +293,16 @@ fn c_module_and_edge_asan() {
 }
 
 #[test]
+fn c_provisioning_and_upload_plain() {
+    check_program("test_provisioning", &[&c_source("test_provisioning.c")], Flavor::Plain);
+}
+
+#[test]
+fn c_provisioning_and_upload_asan() {
+    check_program("test_provisioning", &[&c_source("test_provisioning.c")], Flavor::Asan);
+}
+
+#[test]
 fn cpp_wrapper() {
     check_program("test_cpp_wrapper", &[&c_source("test_cpp_wrapper.cpp")], Flavor::Plain);
 }

@@ -5,6 +5,8 @@
 //! - `mqtt`: the device-side MQTT broker (TLS and WebSockets), sessions, ACL, methods, routing.
 //! - `certs`: the emulator's CA and server certificate, and the TLS server config.
 //! - `workload`: the IoT Edge workload API (trust bundle, module token signing) and `IOTEDGE_*` variables.
+//! - `dps`: the Device Provisioning Service (registration over MQTT, enrollment REST API).
+//! - `files`: file upload (SAS URIs, an emulated blob endpoint, upload notifications).
 //! - `server`: starting and stopping a whole emulator (`Emulator`, `BackgroundEmulator`).
 
 pub mod identity;
@@ -14,6 +16,8 @@ pub mod mqtt;
 pub mod certs;
 pub mod server;
 pub mod workload;
+pub mod dps;
+pub mod files;
 
 pub use identity::Identity;
 pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, RunningEmulator};

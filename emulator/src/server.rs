@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::certs::{self, CertError};
+use crate::dps::Dps;
+use crate::files::Files;
 use crate::hub::{persist, Hub, HubConfig, HubError};
 use crate::mqtt::{Broker, Timing};
 use crate::workload::{self, WorkloadApi, WorkloadEndpoints};
@@ -88,6 +90,8 @@ pub struct EmulatorHandle {
     hub: Arc<Hub>,
     broker: Arc<Broker>,
     workload: WorkloadEndpoints,
+    dps: Arc<Dps>,
+    files: Arc<Files>,
 }
 
 /// A started emulator. Dropping it stops the listeners; `shutdown` does so and waits.
@@ -132,6 +136,8 @@ impl Emulator {
             ca_verifier,
         })?);
         let broker = Broker::with_timing(hub.clone(), config.timing);
+        let dps = Dps::new(hub.clone(), state_dir)?;
+        broker.attach_dps(dps.clone());
         let identity = certs::server_identity(state_dir, &config.hostname)?;
         let acceptor = TlsAcceptor::from(certs::server_config(&identity)?);
 
@@ -159,7 +165,8 @@ impl Emulator {
         if let Some(listener) = workload_listener {
             tasks.push(tokio::spawn(workload::serve(listener, workload_api)));
         }
-        let ctx = Arc::new(crate::http::Context { hub: hub.clone(), broker: broker.clone() });
+        let files = Files::new(service_host(&config.hostname, https_port), state_dir);
+        let ctx = Arc::new(crate::http::Context { hub: hub.clone(), broker: broker.clone(), dps: dps.clone(), files: files.clone() });
         tasks.push(tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())));
         tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));
@@ -173,6 +180,8 @@ impl Emulator {
                 hub,
                 broker,
                 workload,
+                dps,
+                files,
             },
             tasks,
         };
@@ -218,6 +227,26 @@ impl EmulatorHandle {
         &self.broker
     }
 
+    /// The Device Provisioning Service served on the same listeners.
+    pub fn dps(&self) -> &Arc<Dps> {
+        &self.dps
+    }
+
+    /// File upload: pending uploads, blobs and upload notifications.
+    pub fn files(&self) -> &Arc<Files> {
+        &self.files
+    }
+
+    /// The DPS ID scope devices register with.
+    pub fn id_scope(&self) -> String {
+        self.dps.id_scope()
+    }
+
+    /// `HostName=host[:port];SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=...`.
+    pub fn provisioning_service_connection_string(&self) -> String {
+        self.dps.service_connection_string(&service_host(&self.hostname, self.https_port))
+    }
+
     /// Where the IoT Edge workload API listens (empty unless configured).
     pub fn workload(&self) -> &WorkloadEndpoints {
         &self.workload
@@ -247,6 +276,8 @@ impl RunningEmulator {
             "httpsPort": self.https_port,
             "caFile": dir.join("ca.pem"),
             "serviceConnectionString": self.service_connection_string,
+            "idScope": self.id_scope(),
+            "provisioningServiceConnectionString": self.provisioning_service_connection_string(),
         });
         if let Some(uri) = self.workload.uri() {
             info["workloadUri"] = json!(uri);

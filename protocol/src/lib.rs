@@ -5,6 +5,7 @@
 //! which is what makes these modules easy to unit-test and fuzz.
 
 pub mod connection_string;
+pub mod dps;
 pub mod encoding;
 pub mod error;
 pub mod limits;

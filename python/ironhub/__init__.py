@@ -12,11 +12,16 @@ Logging: the Rust core logs through Python's ``logging`` under the ``ironhub`` l
 from . import aio, exceptions
 from ._native import __version__, reset_log_cache
 from .models import Message, MethodRequest, MethodResponse, ProxyOptions, X509
+from .provisioning import ProvisioningDeviceClient, RegistrationResult, RegistrationState, derive_device_key
 from .sync_clients import IoTHubDeviceClient, IoTHubModuleClient
 
 __all__ = [
     "IoTHubDeviceClient",
     "IoTHubModuleClient",
+    "ProvisioningDeviceClient",
+    "RegistrationResult",
+    "RegistrationState",
+    "derive_device_key",
     "Message",
     "MethodRequest",
     "MethodResponse",

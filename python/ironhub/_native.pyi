@@ -14,6 +14,11 @@ __all__ = [
     "NoConnectionError",
     "CredentialError",
     "Client",
+    "ProvisioningClient",
+    "derive_device_key",
+    "get_storage_info_for_blob",
+    "notify_blob_upload_status",
+    "upload_blob",
     "message_size",
     "reset_log_cache",
     "HANDLER_NAMES",
@@ -103,3 +108,43 @@ class Client:
         args: Tuple[Any, ...],
         done: Callable[[Optional[BaseException], Any], None],
     ) -> None: ...
+
+@final
+class ProvisioningClient:
+    @staticmethod
+    def create_from_symmetric_key(
+        provisioning_host: str,
+        registration_id: str,
+        id_scope: str,
+        symmetric_key: str,
+        kwargs: Optional[Dict[str, Any]],
+        refused: Sequence[str],
+    ) -> "ProvisioningClient": ...
+    @staticmethod
+    def create_from_x509_certificate(
+        provisioning_host: str,
+        registration_id: str,
+        id_scope: str,
+        x509: Any,
+        kwargs: Optional[Dict[str, Any]],
+        refused: Sequence[str],
+    ) -> "ProvisioningClient": ...
+    @property
+    def provisioning_payload(self) -> Any: ...
+    @provisioning_payload.setter
+    def provisioning_payload(self, value: Any) -> None: ...
+    def register(self) -> Dict[str, Any]: ...
+
+def derive_device_key(group_symmetric_key: str, registration_id: str) -> str: ...
+def get_storage_info_for_blob(client: Client, blob_name: str) -> Dict[str, Any]: ...
+def notify_blob_upload_status(
+    client: Client, correlation_id: str, is_success: bool, status_code: int, status_description: str
+) -> None: ...
+def upload_blob(
+    client: Client,
+    blob_name: str,
+    path: Optional[str] = None,
+    data: Optional[bytes] = None,
+    block_size: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Dict[str, Any]: ...

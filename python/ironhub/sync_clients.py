@@ -5,7 +5,9 @@ the native dispatcher thread, never the network loop, and an exception a handler
 logged under the ``ironhub`` logger.
 """
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from . import _native
 
 from ._base import ClientBase, DeviceFactories, ModuleFactories, as_message
 from .models import Message, MethodRequest, MethodResponse
@@ -93,6 +95,29 @@ class IoTHubDeviceClient(DeviceFactories, _SyncOperations):
         """Deprecated since azure-iot-device 2.3.0: use ``on_message_received``. Returns the
         next cloud-to-device message, or ``None``."""
         return self._native.receive_message(block, timeout)
+
+    def get_storage_info_for_blob(self, blob_name: str) -> Dict[str, Any]:
+        """Where to upload ``blob_name``: ``correlationId``, ``hostName``, ``containerName``,
+        ``blobName``, ``sasToken``."""
+        return _native.get_storage_info_for_blob(self._native, blob_name)
+
+    def notify_blob_upload_status(
+        self, correlation_id: str, is_success: bool, status_code: int, status_description: str
+    ) -> None:
+        """Tells the hub how the upload of ``correlation_id`` ended."""
+        _native.notify_blob_upload_status(self._native, correlation_id, is_success, status_code, status_description)
+
+    def upload_blob(
+        self,
+        blob_name: str,
+        path: Optional[str] = None,
+        data: Optional[bytes] = None,
+        block_size: Optional[int] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> Dict[str, Any]:
+        """ironhub: uploads a file (``path``) or ``data`` in one call: storage info, blocks
+        (each retried on failure, ``progress(sent, total)`` after each), notification."""
+        return _native.upload_blob(self._native, blob_name, path, data, block_size, progress)
 
 
 class IoTHubModuleClient(ModuleFactories, _SyncOperations):

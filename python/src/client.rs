@@ -99,7 +99,7 @@ fn optional_arg<'py, T: FromPyObjectOwned<'py>>(
 #[pyclass(module = "ironhub._native", frozen)]
 pub struct Client {
     /// Dropped by hand (see `Drop`): never with the GIL held.
-    inner: ManuallyDrop<CoreClient>,
+    pub(crate) inner: ManuallyDrop<CoreClient>,
 }
 
 impl Drop for Client {

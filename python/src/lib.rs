@@ -6,6 +6,7 @@
 //! - `options`: factory keyword arguments → `ClientOptions`.
 //! - `convert`: Python models and JSON ↔ core types.
 //! - `handlers`: Python callables as core handlers (dispatcher thread, GIL, logged exceptions).
+//! - `provisioning`: the `ProvisioningClient` class and the device client's file-upload calls.
 //! - `client`: the `Client` class (blocking calls without the GIL, background calls for asyncio).
 
 use pyo3::prelude::*;
@@ -16,6 +17,7 @@ mod convert;
 mod errors;
 mod handlers;
 mod options;
+mod provisioning;
 
 /// The size IoT Hub counts against its 256 KB telemetry limit for `message` (an
 /// `ironhub.models.Message`).
@@ -49,6 +51,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_function(wrap_pyfunction!(message_size, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
+    m.add_class::<provisioning::ProvisioningClient>()?;
+    m.add_function(wrap_pyfunction!(provisioning::derive_device_key, m)?)?;
+    m.add_function(wrap_pyfunction!(provisioning::get_storage_info_for_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(provisioning::notify_blob_upload_status, m)?)?;
+    m.add_function(wrap_pyfunction!(provisioning::upload_blob, m)?)?;
     m.add("HANDLER_NAMES", handlers::HANDLER_NAMES.to_vec())?;
     Ok(())
 }

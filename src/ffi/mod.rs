@@ -21,7 +21,9 @@ pub mod handlers;
 pub(crate) mod handles;
 pub mod message;
 pub mod options;
+pub mod provisioning;
 pub mod result;
+pub mod upload;
 
 pub use client::{ironhub_client, ironhub_send_callback};
 pub use handlers::{
@@ -30,4 +32,6 @@ pub use handlers::{
 };
 pub use message::ironhub_message;
 pub use options::ironhub_options;
+pub use provisioning::ironhub_provisioning_client;
+pub use upload::ironhub_upload_progress_callback;
 pub use result::{ironhub_connection_reason, ironhub_result};

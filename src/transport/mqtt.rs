@@ -18,7 +18,6 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::message::ConnectionReason;
-use crate::options::ProxyType;
 use crate::session::Session;
 
 /// Publishes that may be unacknowledged at once per client; also the bound of the offline queue.
@@ -123,19 +122,7 @@ impl Link {
             .set_inflight(RUMQTTC_INFLIGHT)
             .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
         if let Some(p) = &opts.proxy_options {
-            if p.proxy_type != ProxyType::Http {
-                return Err(Error::invalid("only HTTP proxies are supported for MQTT"));
-            }
-            let auth = match (&p.proxy_username, &p.proxy_password) {
-                (Some(u), pw) => rumqttc::ProxyAuth::Basic { username: u.clone(), password: pw.clone().unwrap_or_default() },
-                _ => rumqttc::ProxyAuth::None,
-            };
-            mo.set_proxy(rumqttc::Proxy {
-                ty: rumqttc::ProxyType::Http,
-                auth,
-                addr: p.proxy_addr.clone(),
-                port: p.proxy_port,
-            });
+            mo.set_proxy(p.to_mqtt_proxy()?);
         }
         let password = session.auth.password(false).await?.map(|t| t.token).unwrap_or_default();
         mo.set_credentials(session.username(), password);

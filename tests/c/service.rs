@@ -52,6 +52,10 @@ pub fn environment(tag: &str) -> Vec<(String, String)> {
     assert!(status < 300, "set route: {status} {body}");
     let x509_device = format!("{device}-x509");
     let (x509_cert, x509_key) = self_signed_device(h, &x509_device);
+    // A symmetric-key group enrollment whose members the provisioning test registers.
+    let group_key = ironhub_emulator::dps::enrollments::generate_key();
+    let group = json!({"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": group_key, "secondaryKey": group_key}}});
+    emu.dps().put_enrollment(ironhub_emulator::dps::enrollments::Kind::Group, &format!("c-{tag}-group"), &group, None).expect("enrollment group");
 
     let vars = [
         ("IRONHUB_TEST_HOSTNAME", emu.hostname().to_string()),
@@ -65,6 +69,8 @@ pub fn environment(tag: &str) -> Vec<(String, String)> {
         ("IRONHUB_TEST_X509_DEVICE_ID", x509_device),
         ("IRONHUB_TEST_X509_CERT", x509_cert.display().to_string()),
         ("IRONHUB_TEST_X509_KEY", x509_key.display().to_string()),
+        ("IRONHUB_TEST_ID_SCOPE", emu.id_scope()),
+        ("IRONHUB_TEST_GROUP_KEY", group_key),
         // Development fallback of create_from_edge_environment (wire-protocol.md §Edge).
         ("EdgeHubConnectionString", format!("{edge_cs};GatewayHostName={}", emu.hostname())),
         ("EdgeModuleCACertificateFile", h.ca_file.display().to_string()),

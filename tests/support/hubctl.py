@@ -128,6 +128,9 @@ class Hub:
         self.ca_file: str = info["caFile"]
         self.ca_pem: str = Path(self.ca_file).read_text()
         self.service_connection_string: str = info["serviceConnectionString"]
+        # Device Provisioning Service on the same listeners (absent from emulators that predate it).
+        self.id_scope: Optional[str] = info.get("idScope")
+        self.provisioning_service_connection_string: Optional[str] = info.get("provisioningServiceConnectionString")
         cs = parse_connection_string(self.service_connection_string)
         self._policy = cs["SharedAccessKeyName"]
         self._policy_key = cs["SharedAccessKey"]

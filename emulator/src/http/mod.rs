@@ -28,6 +28,8 @@ use response::Reply;
 pub struct Context {
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
+    pub dps: Arc<crate::dps::Dps>,
+    pub files: Arc<crate::files::Files>,
 }
 
 /// A client that opens a socket and never finishes the handshake must not hold a task for ever.
@@ -115,6 +117,12 @@ async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>, pe
 
 async fn dispatch(ctx: &Context, req: http::Request<hyper::body::Incoming>) -> Result<Reply, HubError> {
     let req = ApiRequest::read(req).await?;
+    if let Some(reply) = crate::dps::rest::route(&ctx.dps, &req) {
+        return Ok(reply);
+    }
+    if let Some(reply) = crate::files::http::route(&ctx.hub, &ctx.files, &req) {
+        return Ok(reply);
+    }
     if let Some(result) = control::route(ctx, &req).await {
         return result;
     }

@@ -63,6 +63,9 @@ where
         }
     };
 
+    if let Some(dps) = broker.dps.get().filter(|_| crate::dps::mqtt::is_registration(&connect)) {
+        return crate::dps::mqtt::serve(dps.clone(), connect, reader, write_half, peer_chain).await;
+    }
     let accepted = match authenticate(&broker, &connect, &peer_chain) {
         Ok(accepted) => accepted,
         Err(code) => {

@@ -21,7 +21,7 @@ pub(super) const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub(super) enum FramingError {
+pub(crate) enum FramingError {
     #[error("malformed or oversized packet: {0}")]
     Codec(#[from] CodecError),
     #[error("connection ended in the middle of a packet")]
@@ -30,19 +30,19 @@ pub(super) enum FramingError {
     Io(#[from] std::io::Error),
 }
 
-pub(super) struct PacketReader<R> {
+pub(crate) struct PacketReader<R> {
     inner: R,
     buf: BytesMut,
 }
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
-    pub(super) fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         PacketReader { inner, buf: BytesMut::with_capacity(READ_CHUNK) }
     }
 
     /// The next packet, or `None` at a clean end of stream. Cancel-safe: partial input
     /// stays in the buffer, so this can sit in a `select!`.
-    pub(super) async fn read(&mut self) -> Result<Option<Packet>, FramingError> {
+    pub(crate) async fn read(&mut self) -> Result<Option<Packet>, FramingError> {
         loop {
             match Packet::read(&mut self.buf, MAX_INCOMING_PACKET) {
                 Ok(packet) => return Ok(Some(packet)),
@@ -59,7 +59,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
 
 /// Appends `packet` to `out`; false if it cannot be encoded (only an oversized hub-side
 /// message can do that, and it is then dropped rather than sent broken).
-pub(super) fn encode(packet: &Packet, out: &mut BytesMut) -> bool {
+pub(crate) fn encode(packet: &Packet, out: &mut BytesMut) -> bool {
     match packet.write(out, MAX_OUTGOING_PACKET) {
         Ok(_) => true,
         Err(e) => {

@@ -19,7 +19,7 @@
 
 mod acl;
 mod connection;
-mod framing;
+pub(crate) mod framing;
 mod inbound;
 mod methods;
 mod sessions;
@@ -49,6 +49,8 @@ pub struct Broker {
     timing: Timing,
     /// Itself, for deliveries that run later (after the configured latency).
     this: Weak<Broker>,
+    /// The provisioning service sharing this listener (registrations are told apart by username).
+    dps: std::sync::OnceLock<Arc<crate::dps::Dps>>,
 }
 
 impl Broker {
@@ -64,6 +66,7 @@ impl Broker {
             methods: PendingMethods::default(),
             timing,
             this: this.clone(),
+            dps: Default::default(),
         })
     }
 
@@ -73,6 +76,11 @@ impl Broker {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Serves DPS registrations on this listener from now on (once; later calls are ignored).
+    pub fn attach_dps(&self, dps: Arc<crate::dps::Dps>) {
+        let _ = self.dps.set(dps);
     }
 
     /// Accept loop for MQTT over TLS (8883). Every accepted socket gets its own task, so a

@@ -4,11 +4,16 @@ an asyncio future, so many of them can be in flight at once (``send_messages``, 
 ``asyncio.gather`` over ``send_message`` calls, pipelines telemetry)."""
 
 from ..models import Message, MethodRequest, MethodResponse, ProxyOptions, X509
+from ..provisioning import RegistrationResult, RegistrationState
 from .async_clients import IoTHubDeviceClient, IoTHubModuleClient
+from .provisioning import ProvisioningDeviceClient
 
 __all__ = [
     "IoTHubDeviceClient",
     "IoTHubModuleClient",
+    "ProvisioningDeviceClient",
+    "RegistrationResult",
+    "RegistrationState",
     "Message",
     "MethodRequest",
     "MethodResponse",

@@ -13,6 +13,7 @@ import functools
 import logging
 from typing import Any, Dict, List, Optional, Union
 
+from .. import _native
 from .._base import ClientBase, DeviceFactories, Handler, ModuleFactories, as_message
 from ..models import Message, MethodRequest, MethodResponse
 
@@ -121,6 +122,20 @@ class IoTHubDeviceClient(DeviceFactories, _AsyncOperations):
     async def receive_message(self) -> Message:
         """Deprecated since azure-iot-device 2.3.0: waits for the next C2D message."""
         return await self._run("receive_message", True, None)
+
+    async def get_storage_info_for_blob(self, blob_name: str) -> Dict[str, Any]:
+        """Where to upload ``blob_name`` (see the sync client)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, _native.get_storage_info_for_blob, self._native, blob_name)
+
+    async def notify_blob_upload_status(
+        self, correlation_id: str, is_success: bool, status_code: int, status_description: str
+    ) -> None:
+        """Tells the hub how the upload of ``correlation_id`` ended."""
+        call = functools.partial(
+            _native.notify_blob_upload_status, self._native, correlation_id, is_success, status_code, status_description
+        )
+        await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 class IoTHubModuleClient(ModuleFactories, _AsyncOperations):
