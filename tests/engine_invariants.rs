@@ -394,3 +394,73 @@ async fn the_offline_store_keeps_telemetry_across_a_restart_and_sends_it_once() 
     client.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TCP relay to `target` that can turn into a black hole: connections stay open, bytes in either
+/// direction are swallowed (a link that died silently, as behind a NAT that forgot it).
+async fn black_hole_relay(target: u16) -> (u16, Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hole = Arc::new(AtomicBool::new(false));
+    let h = hole.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            type Read = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+            type Write = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+            for (mut from, mut to, hole) in [
+                (Box::new(cr) as Read, Box::new(sw) as Write, h.clone()),
+                (Box::new(sr) as Read, Box::new(cw) as Write, h.clone()),
+            ] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buf).await {
+                        if n == 0 {
+                            if hole.load(Ordering::SeqCst) {
+                                // A black hole forwards no FIN either: the other side stays open.
+                                std::future::pending::<()>().await;
+                            }
+                            break;
+                        }
+                        if !hole.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, hole)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_link_is_replaced_within_two_keep_alives() {
+    let env = common::start().await;
+    let (port, hole) = black_hole_relay(env.emu.mqtt_port()).await;
+    let cs = format!("{};GatewayHostName=127.0.0.1", env.device("dead-link"));
+    let opts = ironhub::ClientOptions { keep_alive: 2, mqtt_port: port, ..env.options() };
+    let client = Client::create_from_connection_string(&cs, opts).unwrap();
+    let states = common::Collector::<ConnectionStateChange>::new();
+    let s = states.clone();
+    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    client.connect().await.unwrap();
+    states.wait_for(1, 10).await;
+    hole.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+    // Traffic keeps flowing out (into the hole) meanwhile: it must not hide the silence.
+    let sends: Vec<_> = (0..5).map(|i| client.send_message_pipelined(&Message::new(format!("{i}")))).collect();
+    let down = states.wait_for(2, 15).await;
+    let noticed = cut.elapsed();
+    assert!(down.len() >= 2 && !down[1].connected, "{down:?}");
+    assert_eq!(down[1].reason, ConnectionReason::NoPingResponse, "{down:?}");
+    assert!(noticed <= Duration::from_millis(4_000 + 1_500), "found after {noticed:?} (keep-alive 2 s)");
+    hole.store(false, Ordering::SeqCst);
+    // Reconnected through a fresh connection, and the queued sends were delivered.
+    for s in sends {
+        s.await.expect("send across the dead link");
+    }
+    assert!(client.connected());
+    client.shutdown().await.unwrap();
+}
