@@ -464,3 +464,39 @@ async fn a_silently_dead_link_is_replaced_within_two_keep_alives() {
     assert!(client.connected());
     client.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_send_callback_runs_after_shutdown_returns() {
+    let env = common::start().await;
+    // A hub that never answers: the send is still pending when the client shuts down.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            socks.push(s);
+        }
+    });
+    let opts = ironhub::ClientOptions { mqtt_port: port, operation_timeout: Duration::from_secs(30), ..env.options() };
+    let client = Client::create_from_connection_string(&env.device("cb-shutdown"), opts).unwrap();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..3 {
+        let o = outcomes.clone();
+        client.send_message_with_callback(
+            &Message::new("pending"),
+            None,
+            Box::new(move |r| {
+                std::thread::sleep(Duration::from_millis(100));
+                o.lock().unwrap().push(r.map_err(|e| e.kind()));
+            }),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.shutdown().await.unwrap();
+    // Every callback ran, exactly once, before shutdown returned.
+    let seen = outcomes.lock().unwrap().clone();
+    assert_eq!(seen, vec![Err(ErrorKind::OperationCancelled); 3]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(outcomes.lock().unwrap().len(), 3, "a callback ran after shutdown returned");
+    hold.abort();
+}
