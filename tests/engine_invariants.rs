@@ -500,3 +500,50 @@ async fn no_send_callback_runs_after_shutdown_returns() {
     assert_eq!(outcomes.lock().unwrap().len(), 3, "a callback ran after shutdown returned");
     hold.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_requests_c2d_and_desired_changes_carry_over_key_renewals() {
+    let env = common::start().await;
+    let cs = env.device("renewals");
+    // 6 s tokens: renewed every ~3 s, so the loop below spans at least two renewals.
+    let client =
+        Client::create_from_connection_string(&cs, ironhub::ClientOptions { sastoken_ttl: Some(6), ..env.options() }).unwrap();
+    let states = common::Collector::<ConnectionStateChange>::new();
+    let s = states.clone();
+    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    let c2d = common::Collector::<Message>::new();
+    let c = c2d.clone();
+    client.on_message_received(Some(Arc::new(move |m| c.push(m)))).await.unwrap();
+    let desired = common::Collector::<Value>::new();
+    let d = desired.clone();
+    client.on_twin_desired_properties_patch_received(Some(Arc::new(move |p| d.push(p)))).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut rounds = 0;
+    while Instant::now() < end {
+        rounds += 1;
+        env.c2d("renewals", json!({"bodyText": format!("c{rounds}")})).await;
+        env.service
+            .update_twin("renewals", None, &json!({"properties": {"desired": {"round": rounds}}}), None)
+            .await
+            .unwrap();
+        let twin = client.get_twin().await.expect("twin GET across renewals");
+        assert!(twin["desired"]["$version"].as_u64().is_some());
+        client.patch_twin_reported_properties(&json!({"round": rounds})).await.expect("twin PATCH across renewals");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let got = c2d.wait_for(rounds, 20).await;
+    assert_eq!(got.len(), rounds, "C2D lost across renewals");
+    // The last desired change reached the handler (as a patch or as the resynced document).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = desired.items().last().cloned().unwrap_or_default();
+        if last["round"] == json!(rounds) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last desired change never reached the handler: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(client.connected());
+    assert_eq!(states.items(), vec![ConnectionStateChange { connected: true, reason: ConnectionReason::Ok }], "renewal is invisible");
+    client.shutdown().await.unwrap();
+}
