@@ -21,6 +21,19 @@ fn body_text(e: &Value) -> String {
     String::from_utf8_lossy(&raw).into_owned()
 }
 
+/// A "hub" that accepts TCP connections and never answers; abort the handle to close it.
+async fn silent_hub() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            socks.push(s);
+        }
+    });
+    (port, hold)
+}
+
 /// Every client operation, called through the blocking facade from inside a handler: handler
 /// setters of every kind (set and clear), telemetry, twin GET and PATCH, a method response,
 /// disconnect and finally shutdown. Returns the names of the operations that failed.
@@ -269,14 +282,7 @@ async fn huge_timeouts_do_not_overflow_and_a_silent_hub_ends_sends_within_the_bo
     client.shutdown().await.unwrap();
 
     // A "hub" that accepts TCP and never answers: the send ends at operation_timeout, withdrawn.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut socks = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            socks.push(s);
-        }
-    });
+    let (port, hold) = silent_hub().await;
     let opts = ironhub::ClientOptions { mqtt_port: port, operation_timeout: Duration::from_secs(2), ..env.options() };
     let client = Client::create_from_connection_string(&env.device("silent"), opts).unwrap();
     let t = Instant::now();
@@ -469,14 +475,7 @@ async fn a_silently_dead_link_is_replaced_within_two_keep_alives() {
 async fn no_send_callback_runs_after_shutdown_returns() {
     let env = common::start().await;
     // A hub that never answers: the send is still pending when the client shuts down.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut socks = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            socks.push(s);
-        }
-    });
+    let (port, hold) = silent_hub().await;
     let opts = ironhub::ClientOptions { mqtt_port: port, operation_timeout: Duration::from_secs(30), ..env.options() };
     let client = Client::create_from_connection_string(&env.device("cb-shutdown"), opts).unwrap();
     let outcomes = Arc::new(Mutex::new(Vec::new()));
