@@ -96,10 +96,14 @@ pub struct ClientOptions {
     /// ironhub: bytes (topic + payload) of telemetry queued or in flight at once.
     pub max_queued_bytes: usize,
     /// ironhub: a directory for the persistent offline queue. With it, telemetry sent while the
-    /// client cannot reach the hub is appended to `<dir>/<client id>.queue` (fsync'd; a torn last
-    /// record is ignored) and acknowledged to the caller at once; the queue survives a crash or
-    /// kill -9 and is sent, in order and once, when the client next connects (the file is then
-    /// removed). Bounded by `max_queued_messages` / `max_queued_bytes`. `None` = in memory only.
+    /// client is not connected is appended to `<dir>/<client id>.queue` (characters other than
+    /// ASCII letters, digits and `-` become `_`: `dev1/mod1` → `dev1_mod1.queue`), fsync'd, and
+    /// the send returns `Ok` at once; a torn last record (crash mid-append) is ignored at load.
+    /// The queue survives a crash or kill -9: the next client created with the same directory and
+    /// identity connects by itself (`auto_connect`) and sends it, in order, then empties the file.
+    /// Delivery is at least once (a crash between the hub's PUBACK and the file's rewrite resends
+    /// those). Bounded by `max_queued_messages` / `max_queued_bytes` (`Error::QueueFull`).
+    /// `None` = in memory only.
     pub offline_store: Option<PathBuf>,
 }
 
