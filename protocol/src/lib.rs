@@ -8,8 +8,10 @@ pub mod connection_string;
 pub mod dps;
 pub mod encoding;
 pub mod error;
+pub mod hub_error;
 pub mod limits;
 pub mod sas;
 pub mod topics;
+pub mod username;
 
 pub use error::ProtocolError;
