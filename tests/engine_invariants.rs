@@ -328,7 +328,6 @@ async fn a_disabled_device_is_reported_and_retrying_gives_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the emulator to redeliver unacknowledged C2D messages (it completes them on send today)"]
 async fn a_c2d_message_not_yet_taken_by_a_handler_stays_with_the_hub() {
     let env = common::start().await;
     let cs = env.device("c2d-ack");
