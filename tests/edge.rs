@@ -98,14 +98,14 @@ async fn edge_environment_missing_or_incomplete_is_an_error() {
     assert!(e.to_string().contains("IoT Edge environment not configured correctly"), "{e}");
 
     // Six of the seven primary variables, and no fallback: still not configured.
-    env.module("edgeDev", "filter");
+    env.edge_module("edgeDev", "filter");
     let partial: Vec<_> = env.emu.edge_environment("edgeDev", "filter").into_iter().filter(|(k, _)| k != "IOTEDGE_WORKLOADURI").collect();
     set_edge_environment(&partial);
     let e = Client::create_from_edge_environment(edge_options(&env)).await.unwrap_err();
     assert!(e.to_string().contains("IoT Edge environment not configured correctly"), "{e}");
 
     // The fallback needs both of its variables.
-    set_edge_environment(&[("EdgeHubConnectionString".into(), format!("{};GatewayHostName=localhost", env.module("edgeDev", "filter")))]);
+    set_edge_environment(&[("EdgeHubConnectionString".into(), format!("{};GatewayHostName=localhost", env.edge_module("edgeDev", "filter")))]);
     let e = Client::create_from_edge_environment(edge_options(&env)).await.unwrap_err();
     assert!(e.to_string().contains("IoT Edge environment not configured correctly"), "{e}");
     clear_edge_environment();
@@ -115,7 +115,7 @@ async fn edge_environment_missing_or_incomplete_is_an_error() {
 async fn edge_module_over_the_workload_socket_sends_telemetry_and_invokes_methods() {
     let _env_lock = ENV_LOCK.lock().await;
     let env = start_edge("socket").await;
-    env.module("edgeDev", "caller");
+    env.edge_module("edgeDev", "caller");
     let vars = env.emu.edge_environment("edgeDev", "caller");
     assert!(vars.iter().any(|(k, v)| k == "IOTEDGE_WORKLOADURI" && v.starts_with("unix://")), "{vars:?}");
     set_edge_environment(&vars);
@@ -156,7 +156,7 @@ async fn edge_module_over_the_workload_socket_sends_telemetry_and_invokes_method
 async fn edge_module_over_a_tcp_workload_uri_connects() {
     let _env_lock = ENV_LOCK.lock().await;
     let env = start_edge("tcp").await;
-    env.module("edgeDev", "tcpModule");
+    env.edge_module("edgeDev", "tcpModule");
     let tcp = env.emu.workload().tcp.expect("TCP workload endpoint");
     let mut vars = env.emu.edge_environment("edgeDev", "tcpModule");
     for (name, value) in &mut vars {
@@ -175,7 +175,7 @@ async fn edge_module_over_a_tcp_workload_uri_connects() {
 async fn edge_module_of_a_stale_generation_cannot_connect() {
     let _env_lock = ENV_LOCK.lock().await;
     let env = start_edge("stale").await;
-    env.module("edgeDev", "reborn");
+    env.edge_module("edgeDev", "reborn");
     let vars = env.emu.edge_environment("edgeDev", "reborn");
     // The module is deleted and re-created: same id, new generation; the old environment is stale.
     env.emu.hub().delete_module("edgeDev", "reborn", None).unwrap();
@@ -196,7 +196,7 @@ async fn edge_module_of_a_stale_generation_cannot_connect() {
 async fn edge_fallback_variables_connect_and_invoke_methods() {
     let _env_lock = ENV_LOCK.lock().await;
     let env = start_edge("fallback").await;
-    let cs = format!("{};GatewayHostName=localhost", env.module("edgeDev", "caller"));
+    let cs = format!("{};GatewayHostName=localhost", env.edge_module("edgeDev", "caller"));
     let ca: PathBuf = std::env::temp_dir().join(format!("ironhub-edge-ca-{}.pem", std::process::id()));
     std::fs::write(&ca, env.emu.ca_pem()).unwrap();
     set_edge_environment(&[
@@ -215,6 +215,30 @@ async fn edge_fallback_variables_connect_and_invoke_methods() {
     let result = edge.invoke_method(&params, "edgeTarget", None).await.expect("invoke_method through the Edge hub");
     assert_eq!(result, json!({"status": 200, "payload": [1, 2]}));
     for c in [edge, target] {
+        c.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_method_endpoint_refuses_modules_of_a_device_without_iot_edge() {
+    let _env_lock = ENV_LOCK.lock().await;
+    let env = start_edge("not-edge").await;
+    let cs = format!("{};GatewayHostName=localhost", env.module("plainDev", "caller"));
+    let ca: PathBuf = std::env::temp_dir().join(format!("ironhub-edge-ca-plain-{}.pem", std::process::id()));
+    std::fs::write(&ca, env.emu.ca_pem()).unwrap();
+    set_edge_environment(&[
+        ("EdgeHubConnectionString".into(), cs),
+        ("EdgeModuleCACertificateFile".into(), ca.display().to_string()),
+    ]);
+    let module = Client::create_from_edge_environment(edge_options(&env)).await.expect("module from the fallback");
+    clear_edge_environment();
+    let _ = std::fs::remove_file(&ca);
+    let target = env.device_client("plainTarget");
+    answer_methods_with_echo(&target).await;
+    let params = json!({"methodName": "echo", "payload": 1, "responseTimeoutInSeconds": 10});
+    let err = module.invoke_method(&params, "plainTarget", None).await.unwrap_err();
+    assert!(err.to_string().contains("not an IoT Edge device"), "{err}");
+    for c in [module, target] {
         c.shutdown().await.unwrap();
     }
 }

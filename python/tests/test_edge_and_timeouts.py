@@ -16,7 +16,7 @@ from hubctl import parse_connection_string
 @pytest.fixture
 def edge_env(monkeypatch, hub, unique_id):
     """Registers an Edge module and exposes it the way IoT Edge's dev tools do."""
-    hub.create_device(unique_id)
+    hub.create_device(unique_id, iot_edge=True)
     cs = hub.device_connection_string(unique_id, "edgemod") + ";GatewayHostName=" + hub.hostname
     for var in ("IOTEDGE_IOTHUBHOSTNAME", "IOTEDGE_DEVICEID", "IOTEDGE_MODULEID", "IOTEDGE_GATEWAYHOSTNAME",
                 "IOTEDGE_MODULEGENERATIONID", "IOTEDGE_WORKLOADURI", "IOTEDGE_APIVERSION"):

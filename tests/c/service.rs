@@ -38,7 +38,7 @@ pub fn environment(tag: &str) -> Vec<(String, String)> {
     let h = hub();
     let emu = &h.emulator;
     let device = format!("c-{tag}");
-    emu.hub().create_device(&device).expect("create device");
+    emu.hub().create_edge_device(&device).expect("create device");
     emu.hub().create_module(&device, "mod").expect("create module");
     emu.hub().create_module(&device, "edge").expect("create edge module");
     let device_cs = emu.hub().device_connection_string(&device, None).expect("device cs");

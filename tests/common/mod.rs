@@ -55,6 +55,12 @@ impl Env {
         self.emu.hub().device_connection_string(d, Some(m)).expect("module connection string")
     }
 
+    /// A module of an IoT Edge device (the only modules the Edge hub's method endpoint serves).
+    pub fn edge_module(&self, d: &str, m: &str) -> String {
+        let _ = self.emu.hub().create_edge_device(d);
+        self.module(d, m)
+    }
+
     pub fn device_client(&self, id: &str) -> ironhub::Client {
         ironhub::Client::create_from_connection_string(&self.device(id), self.options()).expect("device client")
     }

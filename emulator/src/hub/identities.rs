@@ -86,6 +86,11 @@ impl Hub {
         self.put_device(device_id, &json!({}), None)
     }
 
+    /// A device with the `iotEdge` capability: its modules may call the Edge hub's method endpoint.
+    pub fn create_edge_device(&self, device_id: &str) -> Result<DeviceRecord, HubError> {
+        self.put_device(device_id, &json!({"capabilities": {"iotEdge": true}}), None)
+    }
+
     pub fn get_device(&self, device_id: &str) -> Result<DeviceRecord, HubError> {
         let state = self.lock();
         state.devices.get(device_id).map(|d| d.record.clone()).ok_or_else(|| HubError::device_not_found(device_id))

@@ -587,11 +587,19 @@ impl Hub {
     }
 
     /// The Edge hub's method endpoint: a module's own SAS token, named by `x-ms-edge-moduleId: d/m`.
+    /// Only modules of an IoT Edge device (`capabilities.iotEdge`) have an Edge hub to call, so
+    /// a module of any other device is refused, as IoT Edge hub refuses identities it does not host.
     pub fn authorize_edge_module(&self, header: Option<&str>, edge_module_id: &str) -> Result<Identity, HubError> {
         let denied = || HubError::new(error::UNAUTHORIZED, "Unauthorized: the module token does not match x-ms-edge-moduleId");
         let (d, m) = edge_module_id.split_once('/').ok_or_else(denied)?;
         let caller = Identity::module(d, m);
         self.authenticate_sas(&caller, header.unwrap_or("")).map_err(|_| denied())?;
+        if !self.get_device(d).is_ok_and(|device| device.iot_edge) {
+            return Err(HubError::new(
+                error::UNAUTHORIZED,
+                format!("Unauthorized: device '{d}' is not an IoT Edge device, so its modules have no Edge hub to invoke methods through"),
+            ));
+        }
         Ok(caller)
     }
 }

@@ -123,7 +123,7 @@ def edge_invoke_method(lib, hub, device_id):
     invokes a device's method through the Edge hub's HTTPS endpoint."""
     import os
 
-    hub.create_device(device_id)
+    hub.create_device(device_id, iot_edge=True)
     module_cs = hub.device_connection_string(device_id, "caller") + ";GatewayHostName=" + hub.hostname
     saved = {k: os.environ.get(k) for k in ("EdgeHubConnectionString", "EdgeModuleCACertificateFile")}
     os.environ["EdgeHubConnectionString"] = module_cs
