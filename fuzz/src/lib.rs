@@ -1,0 +1,62 @@
+//! What the emulator fuzz targets share: one single-threaded runtime with a paused clock (long
+//! polls and timeouts inside the emulator then cost no wall time), one in-memory hub with a
+//! device `fuzz`, and the credentials a fuzz input may ask to have spliced in, so the fuzzer
+//! explores what an authenticated client can reach without needing a valid token in its corpus
+//! (a token in a seed would expire).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use ironhub_emulator::hub::{Hub, HubConfig};
+use ironhub_emulator::mqtt::Broker;
+use ironhub_protocol::connection_string::ConnectionString;
+use ironhub_protocol::sas;
+use rumqttc::mqttbytes::v4::{Connect, Packet};
+
+pub const HOST: &str = "localhost";
+pub const DEVICE: &str = "fuzz";
+/// Bound on one input's run in (paused, auto-advancing) emulator time.
+pub const INPUT_BUDGET: Duration = Duration::from_secs(120);
+
+pub struct Harness {
+    pub runtime: tokio::runtime::Runtime,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<Broker>,
+    /// An MQTT CONNECT of device `fuzz` with a valid SAS token.
+    pub connect: Vec<u8>,
+    /// `SharedAccessSignature ...` of the hub's `iothubowner` policy.
+    pub service_authorization: String,
+}
+
+fn far_expiry() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 365 * 24 * 3600
+}
+
+pub fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        let (hub, broker) = runtime.block_on(async {
+            let hub = Arc::new(
+                Hub::new(HubConfig { hostname: HOST.into(), state_dir: None, policy_key: None, ca_verifier: None }).unwrap(),
+            );
+            hub.create_device(DEVICE).unwrap();
+            let broker = Broker::new(hub.clone());
+            (hub, broker)
+        });
+        let device = ConnectionString::parse(&hub.device_connection_string(DEVICE, None).unwrap()).unwrap();
+        let device_key = device.shared_access_key.unwrap();
+        let token = sas::generate_token(&format!("{HOST}/devices/{DEVICE}"), &device_key, None, far_expiry()).unwrap();
+        let mut connect = Connect::new(DEVICE);
+        connect.keep_alive = 60;
+        connect.set_login(format!("{HOST}/{DEVICE}/?api-version=2021-04-12"), token);
+        let mut bytes = BytesMut::new();
+        Packet::Connect(connect).write(&mut bytes, 1 << 20).unwrap();
+
+        let service = ConnectionString::parse(&hub.service_connection_string(HOST)).unwrap();
+        let key_name = service.shared_access_key_name.unwrap();
+        let service_token = sas::generate_token(HOST, &service.shared_access_key.unwrap(), Some(&key_name), far_expiry()).unwrap();
+        Harness { runtime, hub, broker, connect: bytes.to_vec(), service_authorization: service_token }
+    })
+}
