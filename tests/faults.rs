@@ -87,6 +87,11 @@ fn watch_states(client: &Client) -> Arc<Mutex<Vec<(Instant, ConnectionStateChang
     states
 }
 
+/// How many times the client reported itself connected.
+fn connections(states: &Mutex<Vec<(Instant, ConnectionStateChange)>>) -> usize {
+    states.lock().unwrap().iter().filter(|(_, c)| c.connected).count()
+}
+
 /// The error kinds a telemetry send may end with while the network and the hub fail under it.
 fn documented_send_failure(kind: ErrorKind) -> bool {
     matches!(
@@ -123,6 +128,7 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
     let progress = ok_count.clone();
     let proxy = Arc::new(proxy);
     let chaos_proxy = proxy.clone();
+    let chaos_states = states.clone();
     let common::Env { emu, service: _ } = env;
     let mut emu = Some(emu);
     let hub_dir = state_dir.clone();
@@ -134,10 +140,10 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
         for i in 0..=CUTS {
             let threshold = step * (i as u64 + 1);
             // Each disruption hits a link opened since the previous one (not one still being set up).
-            while progress.load(std::sync::atomic::Ordering::SeqCst) < threshold || chaos_proxy.accepted() <= links_seen {
+            while progress.load(std::sync::atomic::Ordering::SeqCst) < threshold || connections(&chaos_states) <= links_seen {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            links_seen = chaos_proxy.accepted();
+            links_seen = connections(&chaos_states);
             if i == CUTS / 2 {
                 // Restart: everything the old hub accepted is in its event log, read once it stopped.
                 let old_emu = emu.take().expect("running emulator");
@@ -202,7 +208,7 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
         .iter()
         .filter_map(|(id, o)| o.as_ref().err().map(|e| (*id, e.kind(), e.to_string())))
         .collect();
-    let reconnects = states.lock().unwrap().iter().filter(|(_, c)| c.connected).count().saturating_sub(1);
+    let reconnects = connections(&states).saturating_sub(1);
     println!(
         "FAULTS telemetry: {MESSAGES} sends in {:.1} s, window {WINDOW}, {} cuts + 1 restart ({}), ok {}, failed {}, \
          recorded {}, lost {}, duplicates {}, reconnects {reconnects}, proxy connections {}",
@@ -226,7 +232,7 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
     assert!(failures.iter().all(|(_, k, _)| documented_send_failure(*k)), "undocumented failures: {failures:?}");
     // Each disruption can repeat at most the sends in flight at that moment.
     assert!(duplicates <= WINDOW * (CUTS + 1), "duplicates {duplicates} exceed the in-flight window per disruption");
-    assert!(proxy.accepted() > CUTS + 1, "the client reconnected after every disruption ({} links)", proxy.accepted());
+    assert!(reconnects > CUTS, "the client reconnected after every disruption ({reconnects} reconnects)");
     client.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&state_dir);
 }
@@ -446,4 +452,108 @@ async fn twin_requests_and_c2d_survive_update_sastoken() {
     got.dedup();
     assert_eq!(got.len(), 6, "every C2D message arrived: {got:?}");
     client.shutdown().await.unwrap();
+}
+
+const CHILD_VAR: &str = "IRONHUB_FAULTS_CHILD";
+
+/// The child process of `offline_store_survives_kill_9`: a client with an offline store that
+/// sends `count` messages (ids `first..first+count`), reporting each accepted one on stdout, then
+/// lingers `linger_s` seconds (to be killed, or to let its store drain) before shutting down.
+/// Ignored in normal runs; without the variable it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run only as the child process of offline_store_survives_kill_9"]
+async fn offline_store_child() {
+    let Ok(spec) = std::env::var(CHILD_VAR) else { return };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let options = ClientOptions {
+        server_verification_cert: Some(spec["ca"].as_str().unwrap().to_string()),
+        mqtt_port: spec["port"].as_u64().unwrap() as u16,
+        https_port: spec["port"].as_u64().unwrap() as u16,
+        connection_retry_interval: 1,
+        operation_timeout: Duration::from_secs(20),
+        offline_store: Some(PathBuf::from(spec["store"].as_str().unwrap())),
+        ..ClientOptions::default()
+    };
+    let client = Client::create_from_connection_string(spec["cs"].as_str().unwrap(), options).unwrap();
+    let first = spec["first"].as_u64().unwrap();
+    for id in first..first + spec["count"].as_u64().unwrap() {
+        client.send_message(&Message::new(id.to_string())).await.expect("accepted while offline");
+        println!("ACCEPTED {id}");
+    }
+    println!("READY");
+    tokio::time::sleep(Duration::from_secs(spec["linger_s"].as_u64().unwrap())).await;
+    client.shutdown().await.unwrap();
+}
+
+/// Runs this test binary as `offline_store_child` with `spec`; returns the child and its stdout lines.
+fn spawn_child(spec: serde_json::Value) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "offline_store_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_VAR, spec.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("child process starts");
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Telemetry a process accepted while offline survives its kill -9: the next process with the
+/// same store sends it, exactly once, and a third start sends nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_store_survives_kill_9() {
+    const COUNT: u64 = 50;
+    let f = Faulty::start(EmulatorConfig::default()).await;
+    let cs = f.env.device("offlineDev");
+    let store = scratch_dir("offline-store");
+    // Offline = the hub's address refuses connections: a port nothing listens on.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spec = |port: u16, count: u64, linger_s: u64| {
+        json!({"cs": cs, "ca": f.env.emu.ca_pem(), "port": port, "store": store, "first": 0, "count": count, "linger_s": linger_s})
+    };
+
+    let (mut first, mut lines) = spawn_child(spec(dead_port, COUNT, 60));
+    let accepted = tokio::task::spawn_blocking(move || {
+        let mut accepted = 0;
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            // libtest's "test offline_store_child ... " may precede the first line.
+            if line.contains("ACCEPTED ") {
+                accepted += 1;
+            }
+            if line.ends_with("READY") {
+                break;
+            }
+        }
+        accepted
+    });
+    let accepted = bounded("the offline child accepts its messages", 60, accepted).await.unwrap();
+    first.kill().expect("SIGKILL");
+    let status = first.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
+    assert_eq!(accepted, COUNT, "every send was accepted while offline");
+    assert!(f.env.events("offlineDev", 0, 0).await.is_empty(), "nothing reached the hub while offline");
+
+    // The next process, online (through the proxy), with the same store and nothing new to send.
+    let (mut second, _lines) = spawn_child(spec(f.proxy.port(), 0, 6));
+    let events = f.env.wait_events("offlineDev", COUNT as usize).await;
+    let second_status = bounded("the second process ends", 30, tokio::task::spawn_blocking(move || second.wait())).await.unwrap().unwrap();
+    // A third start: the store is empty now, nothing is sent again.
+    let (mut third, _lines) = spawn_child(spec(f.proxy.port(), 0, 3));
+    let third_status = bounded("the third process ends", 30, tokio::task::spawn_blocking(move || third.wait())).await.unwrap().unwrap();
+    let mut recorded = HashMap::new();
+    recorded_ids(f.env.emu.hub(), "offlineDev", &mut recorded);
+    let duplicates: usize = recorded.values().map(|n| n - 1).sum();
+    println!(
+        "FAULTS offline store: {accepted} accepted offline, killed ({status:?}); after restart recorded {} of {COUNT} \
+         (events seen {}), duplicates {duplicates}; exits {second_status:?} {third_status:?}",
+        recorded.len(),
+        events.len()
+    );
+    assert!(second_status.success() && third_status.success());
+    assert_eq!(recorded.len() as u64, COUNT, "every accepted message reached the hub: {recorded:?}");
+    assert_eq!(duplicates, 0, "sent once: {recorded:?}");
+    let _ = std::fs::remove_dir_all(&store);
 }
