@@ -139,7 +139,8 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
         let mut old_hub_ids = HashMap::new();
         let mut restarted_at = None;
         let mut links_seen = 0;
-        let step = MESSAGES / (CUTS as u64 + 2);
+        // Two steps of margin at the end: the last disruption comes well before the last send.
+        let step = MESSAGES / (CUTS as u64 + 4);
         for i in 0..=CUTS {
             let threshold = step * (i as u64 + 1);
             // Each disruption hits a link opened since the previous one (not one still being set up).
@@ -211,6 +212,13 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
         .iter()
         .filter_map(|(id, o)| o.as_ref().err().map(|e| (*id, e.kind(), e.to_string())))
         .collect();
+    // State changes reach the handler through the dispatcher: give the last one a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while connections(&states) < CUTS + 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let reconnects = connections(&states).saturating_sub(1);
     println!(
         "FAULTS telemetry: {MESSAGES} sends in {:.1} s, window {WINDOW}, {} cuts + 1 restart ({}), ok {}, failed {}, \
@@ -253,6 +261,14 @@ async fn black_holed_link_is_replaced_within_two_keep_alives() {
     let client = f.device_client("silent", ClientOptions { keep_alive: KEEP_ALIVE, ..f.options() });
     let states = watch_states(&client);
     client.connect().await.unwrap();
+    // The first "connected" reaches the handler through the dispatcher: wait for it, so it is not
+    // mistaken for the replacement link.
+    bounded("the first connected event", 10, async {
+        while connections(&states) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let links_before = f.proxy.accepted();
 
     // Only the current link goes dark: new links get through.
@@ -266,8 +282,9 @@ async fn black_holed_link_is_replaced_within_two_keep_alives() {
     let replaced = bounded("replacement of the black-holed link", 4 * KEEP_ALIVE + 10, async {
         loop {
             let seen = states.lock().unwrap().clone();
-            let down = seen.iter().find(|(t, c)| *t > t0 && !c.connected).map(|(t, _)| *t);
-            let up = seen.iter().find(|(t, c)| *t > t0 && c.connected).map(|(t, _)| *t);
+            let down = seen.iter().position(|(t, c)| *t > t0 && !c.connected);
+            let up = down.and_then(|d| seen[d..].iter().find(|(_, c)| c.connected).map(|(t, _)| *t));
+            let down = down.map(|d| seen[d].0);
             if let (Some(down), Some(up)) = (down, up) {
                 return (down - t0, up - t0);
             }
