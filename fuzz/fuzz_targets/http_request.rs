@@ -10,9 +10,8 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use ironhub_emulator::http::{handle, Context};
-use ironhub_fuzz::{harness, INPUT_BUDGET};
+use ironhub_fuzz::{harness, play_connection};
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn splice_auth(input: &[u8], auth: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + 64);
@@ -34,26 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let h = harness();
     let input = if mode & 1 == 1 { splice_auth(rest, &h.service_authorization) } else { rest.to_vec() };
     let ctx = Arc::new(Context { hub: h.hub.clone(), broker: h.broker.clone() });
-    h.runtime.block_on(async {
-        let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let service = service_fn(move |req| {
-            let ctx = ctx.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, Vec::new()).await) }
-        });
-        let serving = tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), service));
-        let exchange = async {
-            client.write_all(&input).await?;
-            client.shutdown().await?;
-            let mut answer = Vec::new();
-            client.read_to_end(&mut answer).await?;
-            Ok::<_, std::io::Error>(())
-        };
-        let _ = tokio::time::timeout(INPUT_BUDGET, exchange).await;
-        drop(client);
-        let served = tokio::time::timeout(INPUT_BUDGET, serving).await.expect("hyper ends a connection whose client went away");
-        // A malformed request is hyper's error to answer; a panic in the handler is a finding.
-        if let Err(e) = served {
-            std::panic::resume_unwind(e.into_panic());
-        }
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, Vec::new()).await) }
     });
+    // A malformed request is hyper's error to answer; a panic in the handler is a finding.
+    play_connection(&input, |server| hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), service));
 });

@@ -4,6 +4,7 @@
 //! explores what an authenticated client can reach without needing a valid token in its corpus
 //! (a token in a seed would expire).
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,7 @@ use ironhub_emulator::mqtt::Broker;
 use ironhub_protocol::connection_string::ConnectionString;
 use ironhub_protocol::sas;
 use rumqttc::mqttbytes::v4::{Connect, Packet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 pub const HOST: &str = "localhost";
 pub const DEVICE: &str = "fuzz";
@@ -60,4 +62,55 @@ pub fn harness() -> &'static Harness {
         let service_token = sas::generate_token(HOST, &service.shared_access_key.unwrap(), Some(&key_name), far_expiry()).unwrap();
         Harness { runtime, hub, broker, connect: bytes.to_vec(), service_authorization: service_token }
     })
+}
+
+/// Plays `input` as one client connection to the server `serve` starts on the other end of an
+/// in-memory stream: writes it, half-closes, reads the answer to its end, then waits for the server
+/// side to finish. A panic on the server side is re-raised (a finding); so is a hang past
+/// [`INPUT_BUDGET`] of emulator time.
+pub fn play_connection<F>(input: &[u8], serve: impl FnOnce(DuplexStream) -> F)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    harness().runtime.block_on(async {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let serving = tokio::spawn(serve(server));
+        let exchange = async {
+            client.write_all(input).await?;
+            client.shutdown().await?;
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await?;
+            Ok::<_, std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(INPUT_BUDGET, exchange).await;
+        drop(client);
+        let served = tokio::time::timeout(INPUT_BUDGET, serving).await.expect("the server ends a connection whose client went away");
+        if let Err(e) = served {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    });
+}
+
+/// Proves once per fuzzing process that the spliced CONNECT is accepted: a CONNECT followed by a
+/// QoS 1 telemetry PUBLISH must reach the hub's event log. Without this, a change to the
+/// emulator's authentication would silently leave the fuzzer outside the session.
+pub fn assert_connect_is_accepted() {
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(|| {
+        let h = harness();
+        let before = h.hub.last_event_sequence();
+        let mut input = h.connect.clone();
+        let mut publish = rumqttc::mqttbytes::v4::Publish::new(
+            format!("devices/{DEVICE}/messages/events/"),
+            rumqttc::mqttbytes::QoS::AtLeastOnce,
+            b"self-check".to_vec(),
+        );
+        publish.pkid = 1;
+        let mut bytes = BytesMut::new();
+        Packet::Publish(publish).write(&mut bytes, 1 << 20).unwrap();
+        input.extend_from_slice(&bytes);
+        play_connection(&input, |server| h.broker.clone().serve_connection(server, Vec::new()));
+        assert!(h.hub.last_event_sequence() > before, "the fuzz harness's CONNECT was refused: fix src/lib.rs");
+    });
 }
