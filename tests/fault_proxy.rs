@@ -88,12 +88,18 @@ async fn cut_with_reset_or_fin_closes_every_connection_and_new_ones_still_work()
     assert_eq!(proxy.open_connections(), 0);
 }
 
-#[tokio::test]
-async fn stall_holds_bytes_without_closing_and_heal_delivers_them() {
-    let (upstream, _) = echo_server().await;
+/// A proxy in front of an echo server, and one link through it that has carried bytes.
+async fn proxied_link() -> (FaultProxy, TcpStream, Arc<AtomicUsize>) {
+    let (upstream, accepted) = echo_server().await;
     let proxy = FaultProxy::start(upstream).await.unwrap();
     let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
     roundtrip(&mut s, b"warm").await.unwrap();
+    (proxy, s, accepted)
+}
+
+#[tokio::test]
+async fn stall_holds_bytes_without_closing_and_heal_delivers_them() {
+    let (proxy, mut s, _) = proxied_link().await;
 
     proxy.stall();
     assert_eq!(proxy.mode(), Mode::Stall);
@@ -107,10 +113,7 @@ async fn stall_holds_bytes_without_closing_and_heal_delivers_them() {
 
 #[tokio::test]
 async fn black_hole_reads_and_drops_and_new_links_never_reach_upstream() {
-    let (upstream, accepted) = echo_server().await;
-    let proxy = FaultProxy::start(upstream).await.unwrap();
-    let mut old = TcpStream::connect(proxy.addr()).await.unwrap();
-    roundtrip(&mut old, b"warm").await.unwrap();
+    let (proxy, mut old, accepted) = proxied_link().await;
 
     proxy.black_hole();
     old.write_all(b"into the void").await.unwrap();
