@@ -66,9 +66,9 @@ pub fn harness() -> &'static Harness {
 
 /// Plays `input` as one client connection to the server `serve` starts on the other end of an
 /// in-memory stream: writes it, half-closes, reads the answer to its end, then waits for the server
-/// side to finish. A panic on the server side is re-raised (a finding); so is a hang past
-/// [`INPUT_BUDGET`] of emulator time.
-pub fn play_connection<F>(input: &[u8], serve: impl FnOnce(DuplexStream) -> F)
+/// side to finish; returns what the server answered. A panic on the server side is re-raised (a
+/// finding); so is a hang past [`INPUT_BUDGET`] of emulator time.
+pub fn play_connection<F>(input: &[u8], serve: impl FnOnce(DuplexStream) -> F) -> Vec<u8>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -76,12 +76,11 @@ where
     harness().runtime.block_on(async {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let serving = tokio::spawn(serve(server));
+        let mut answer = Vec::new();
         let exchange = async {
             client.write_all(input).await?;
             client.shutdown().await?;
-            let mut answer = Vec::new();
-            client.read_to_end(&mut answer).await?;
-            Ok::<_, std::io::Error>(())
+            client.read_to_end(&mut answer).await
         };
         let _ = tokio::time::timeout(INPUT_BUDGET, exchange).await;
         drop(client);
@@ -89,7 +88,8 @@ where
         if let Err(e) = served {
             std::panic::resume_unwind(e.into_panic());
         }
-    });
+        answer
+    })
 }
 
 /// Proves once per fuzzing process that the spliced CONNECT is accepted: a CONNECT followed by a
