@@ -1,12 +1,16 @@
 //! IoT Edge environment: reads the module's identity from the `IOTEDGE_*` variables and talks to
-//! the workload API (HTTP/1.1 over a Unix socket or TCP) for the trust bundle and for signing
-//! every SAS token; falls back to `EdgeHubConnectionString` + `EdgeModuleCACertificateFile`.
+//! the workload API (HTTP/1.1 over a Unix socket or TCP, with hyper's client) for the trust bundle
+//! and for signing every SAS token; falls back to `EdgeHubConnectionString` +
+//! `EdgeModuleCACertificateFile`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Identity;
 use crate::error::{Error, Result};
@@ -110,7 +114,7 @@ impl Workload {
     /// `GET /trust-bundle` → PEM chain.
     pub async fn trust_bundle(&self) -> Result<String> {
         let path = format!("/trust-bundle?api-version={}", enc(&self.api_version));
-        let body = self.call("GET", &path, None).await?;
+        let body = self.call(http::Method::GET, &path, None).await?;
         body.get("certificate")
             .and_then(|c| c.as_str())
             .map(str::to_string)
@@ -130,14 +134,14 @@ impl Workload {
             "algo": "HMACSHA256",
             "data": base64::engine::general_purpose::STANDARD.encode(data.as_bytes()),
         });
-        let body = self.call("POST", &path, Some(&req)).await?;
+        let body = self.call(http::Method::POST, &path, Some(&req)).await?;
         body.get("digest")
             .and_then(|d| d.as_str())
             .map(str::to_string)
             .ok_or_else(|| Error::Credential("workload API sign answer has no digest".into()))
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
+    async fn call(&self, method: http::Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value> {
         let fut = async {
             match &self.endpoint {
                 #[cfg(unix)]
@@ -167,50 +171,145 @@ fn workload_io(e: std::io::Error) -> Error {
     Error::ConnectionFailed(format!("IoT Edge workload API: {e}"))
 }
 
-/// One HTTP/1.1 request with `Connection: close`; the answer body (plain or chunked) as JSON.
-async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
+fn workload_http(e: impl std::fmt::Display) -> Error {
+    Error::ConnectionFailed(format!("IoT Edge workload API: {e}"))
+}
+
+/// One HTTP/1.1 request on its own connection (hyper's client: framing, chunked bodies and
+/// limits are its business); the answer body as JSON.
+async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     host: &str,
-    method: &str,
+    method: http::Method,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    );
-    s.write_all(head.as_bytes()).await.map_err(workload_io)?;
-    s.write_all(payload.as_bytes()).await.map_err(workload_io)?;
-    s.flush().await.map_err(workload_io)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.map_err(workload_io)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| Error::Client("malformed answer from the IoT Edge workload API".into()))?;
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(workload_http)?;
+    // The connection future does the I/O; it ends when the request is answered and `sender` drops.
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
     });
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    if !(200..300).contains(&status) {
-        return Err(Error::Client(format!("IoT Edge workload API answered HTTP {status}")));
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, host)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(payload)))
+        .map_err(|e| Error::Client(format!("IoT Edge workload API request: {e}")))?;
+    let answer = async {
+        let response = sender.send_request(request).await.map_err(workload_http)?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.map_err(workload_http)?.to_bytes();
+        Ok::<_, Error>((status, bytes))
     }
-    serde_json::from_str(&body).map_err(|_| Error::Client("IoT Edge workload API answered non-JSON".into()))
+    .await;
+    drop(sender);
+    driver.abort();
+    let (status, bytes) = answer?;
+    if !status.is_success() {
+        return Err(Error::Client(format!("IoT Edge workload API answered HTTP {}", status.as_u16())));
+    }
+    serde_json::from_slice(&bytes).map_err(|_| Error::Client("IoT Edge workload API answered non-JSON".into()))
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        let (Some(chunk), Some(tail)) = (rest.get(..n), rest.get(n..)) else { break };
-        if n == 0 {
-            break;
+#[cfg(test)]
+mod tests {
+    //! The workload client against a small real HTTP server that answers in chunks cut in the
+    //! middle of a multi-byte UTF-8 character (the hand-written decoder this client replaced
+    //! turned such an answer into replacement characters and then lost its place in the chunks).
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves one connection: reads the request head (and its body), answers `body` as `chunks`
+    /// pieces of chunked transfer encoding.
+    async fn answer_in_chunks<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, body: &[u8], cut_at: &[usize]) {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
         }
-        out.push_str(chunk);
-        s = tail.trim_start_matches("\r\n");
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut request_body = vec![0u8; length];
+        s.read_exact(&mut request_body).await.unwrap();
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut start = 0;
+        for &end in cut_at.iter().chain(std::iter::once(&body.len())) {
+            out.extend_from_slice(format!("{:x}\r\n", end - start).as_bytes());
+            out.extend_from_slice(&body[start..end]);
+            out.extend_from_slice(b"\r\n");
+            start = end;
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        s.write_all(&out).await.unwrap();
+        let _ = s.shutdown().await;
     }
-    out
+
+    /// A JSON body with `value` under `key`, and cut points inside each two-byte character.
+    fn split_body(key: &str, value: &str) -> (Vec<u8>, Vec<usize>) {
+        let body = serde_json::json!({ key: value }).to_string().into_bytes();
+        let text = String::from_utf8(body.clone()).unwrap();
+        let cuts = text.char_indices().filter(|(_, c)| c.len_utf8() > 1).map(|(i, _)| i + 1).collect();
+        (body, cuts)
+    }
+
+    const BUNDLE: &str = "# Vertrauensanker für Modul ü — ŝtest\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[tokio::test]
+    async fn chunked_answers_split_inside_utf8_characters_arrive_intact_over_tcp() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (body, cuts) = split_body("certificate", BUNDLE);
+        assert!(cuts.len() >= 3, "the body is cut inside characters");
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            answer_in_chunks(s, &body, &cuts).await;
+        });
+        let workload = Workload::new(&format!("http://{addr}"), "m", "1", "2019-01-30").unwrap();
+        assert_eq!(workload.trust_bundle().await.unwrap(), BUNDLE);
+        server.await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn chunked_answers_split_inside_utf8_characters_arrive_intact_over_a_unix_socket() {
+        let path = std::env::temp_dir().join(format!("ironhub-edge-unit-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let digest = "ñø-digest-é";
+        let (body, cuts) = split_body("digest", digest);
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            answer_in_chunks(s, &body, &cuts).await;
+        });
+        let workload = Workload::new(&format!("unix://{}", path.display()), "m", "1", "2019-01-30").unwrap();
+        assert_eq!(workload.sign("data").await.unwrap(), digest);
+        server.await.unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn an_error_status_is_reported_without_the_body() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let answer = "HTTP/1.1 404 Not Found\r\nContent-Length: 14\r\n\r\n{\"secret\":\"x\"}";
+            s.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let workload = Workload::new(&format!("http://{addr}"), "m", "1", "2019-01-30").unwrap();
+        let e = workload.sign("data").await.unwrap_err();
+        assert_eq!(e.to_string(), "IoT Edge workload API answered HTTP 404");
+    }
 }

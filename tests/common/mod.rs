@@ -2,6 +2,8 @@
 //! client options that point at it, and helpers over its control API.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -91,7 +91,8 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, ctx: Arc<Contex
     }
 }
 
-async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>, peer_chain: Vec<Vec<u8>>) -> Reply {
+/// Answers one request (public so the `http_request` fuzz target drives the same code as a client).
+pub async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>, peer_chain: Vec<Vec<u8>>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let result = if websocket::is_upgrade(&req) {
