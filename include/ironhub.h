@@ -21,6 +21,9 @@
 /**
  * Outcome of every fallible call. `IRONHUB_OK` is 0; every other value is an error whose
  * detail (if any) is available from `ironhub_last_error_message` on the same thread.
+ *
+ * This enum is the one list of codes: their names (`ironhub_result_str`) and the conversion from
+ * a raw number are derived from it, so nothing is kept in step by hand.
  */
 enum ironhub_result
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -80,6 +83,11 @@ enum ironhub_result
    * A Rust panic was caught at the boundary; the call had no effect that can be relied on.
    */
   IRONHUB_ERROR_PANIC = 13,
+  /**
+   * The call is not allowed from inside a callback of this client (`ironhub_client_free`):
+   * it would wait for the very callback that made it. Nothing was done.
+   */
+  IRONHUB_ERROR_IN_CALLBACK = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -116,7 +124,8 @@ typedef uint32_t ironhub_connection_reason;
 #endif // __cplusplus
 
 /**
- * A device or module client. Any number of threads may use one client at once.
+ * A device or module client. Any number of threads may use one client at once, except that
+ * `ironhub_client_free` must run alone (no other call on the handle during or after it).
  */
 typedef struct ironhub_client ironhub_client;
 
@@ -231,10 +240,17 @@ ironhub_result ironhub_client_create_from_edge_environment(const ironhub_options
 
 /**
  * Shuts the client down and frees it. Returns after every async send callback ran and with no
- * handler running or left to run, so user_data may be released. Must not be called from a
- * callback. NULL-safe; a second free of the same handle is a no-op.
+ * handler running or left to run, so user_data may be released; `c` is invalid afterwards.
+ *
+ * - NULL: `IRONHUB_OK`, nothing done.
+ * - From inside one of this client's callbacks: `IRONHUB_ERROR_IN_CALLBACK`, nothing done (it
+ *   would wait for that very callback); free it from another thread once the callback returned.
+ * - A handle that is not a live client of this library (e.g. already freed) is undefined
+ *   behaviour: free each client exactly once. The library detects some such calls and returns
+ *   `IRONHUB_ERROR_INVALID_ARGUMENT`, but cannot once the address was reused.
+ * - No other call may use `c` while this one runs or after it returned.
  */
-void ironhub_client_free(ironhub_client *c);
+ironhub_result ironhub_client_free(ironhub_client *c);
 
 /**
  * Connects and returns at CONNACK.
@@ -364,8 +380,8 @@ ironhub_result ironhub_client_on_background_exception(ironhub_client *c,
                                                       void *user_data);
 
 /**
- * Frees a string this library returned (e.g. by `ironhub_client_get_twin`). NULL-safe; a second
- * free of the same pointer, or a pointer not from this library, is ignored.
+ * Frees a string this library returned (e.g. by `ironhub_client_get_twin`). NULL-safe. Free each
+ * string exactly once; a pointer this library did not return is ignored.
  */
 void ironhub_string_free(char *s);
 
@@ -376,7 +392,7 @@ void ironhub_string_free(char *s);
 ironhub_message *ironhub_message_new(const uint8_t *data, size_t len);
 
 /**
- * Frees a message made by `ironhub_message_new`. NULL-safe and idempotent; a message lent to a
+ * Frees a message made by `ironhub_message_new`. NULL-safe; free each message exactly once. A message lent to a
  * callback is not the caller's and is left alone.
  */
 void ironhub_message_free(ironhub_message *m);
@@ -503,7 +519,8 @@ ironhub_result ironhub_message_property_at(const ironhub_message *m,
 ironhub_options *ironhub_options_new(void);
 
 /**
- * Frees options. NULL-safe; freeing the same handle twice is a no-op.
+ * Frees options. NULL-safe; free each handle exactly once (factories copy the options, so it may
+ * be freed right after the factory returned).
  */
 void ironhub_options_free(ironhub_options *o);
 

@@ -4,7 +4,8 @@
 //!   surface of azure-iot-device's `IoTHubDeviceClient` / `IoTHubModuleClient` (factories, options,
 //!   operations, handlers, deprecated receive APIs), plus pipelined sends.
 //! - [`service::ServiceClient`]: a small IoT Hub service client (twins, direct methods).
-//! - `ffi`: the C ABI (over this crate's API, no logic of its own).
+//! - `ffi` (feature `capi`): the C ABI (over this crate's API, no logic of its own).
+//! - [`validate`]: the input rules every surface applies, one function each.
 //!
 //! Handlers never run on a network loop: they run on a small shared dispatcher pool, one at a time
 //! per client. No call blocks without a bound (`ClientOptions::operation_timeout`), and no key,
@@ -34,10 +35,12 @@
 pub use serde_json;
 
 pub mod auth;
+mod batch;
 pub mod blocking;
 pub mod client;
 mod dispatch;
 pub mod error;
+#[cfg(feature = "capi")]
 pub mod ffi;
 pub mod message;
 pub mod options;
@@ -45,6 +48,7 @@ mod runtime;
 pub mod service;
 mod session;
 pub mod transport;
+pub mod validate;
 
 pub use auth::Identity;
 pub use client::{
@@ -54,6 +58,12 @@ pub use client::{
 pub use error::{Error, ErrorKind, Result};
 pub use message::{ConnectionReason, ConnectionStateChange, Message, MethodRequest, MethodResponse, X509};
 pub use options::{ClientOptions, ProxyOptions, ProxyType};
+
+/// The shared tokio runtime every client runs on, for adapters that bridge it to another event
+/// loop (the Python wheel's asyncio futures through pyo3-async-runtimes): no second runtime.
+pub fn runtime_handle() -> &'static tokio::runtime::Handle {
+    runtime::handle()
+}
 
 /// The crate version (equal to Cargo.toml's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

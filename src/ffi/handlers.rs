@@ -6,6 +6,7 @@
 //! Values lent to a callback (strings, the message) live on the dispatcher's stack for the
 //! duration of the call only.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
@@ -32,6 +33,39 @@ impl UserData {
     pub(crate) fn get(self) -> *mut c_void {
         self.0
     }
+}
+
+thread_local! {
+    /// Ids of the clients whose callback this thread is running now (nested when a callback of one
+    /// client calls into another client whose callback runs inline, e.g. a failed async send).
+    static RUNNING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks the current thread as running a callback of client `id` for as long as it lives, so
+/// `ironhub_client_free` called from that callback can refuse instead of waiting for itself.
+pub(crate) struct CallbackScope(u64);
+
+impl CallbackScope {
+    pub(crate) fn enter(id: u64) -> Self {
+        RUNNING.with(|r| r.borrow_mut().push(id));
+        CallbackScope(id)
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        RUNNING.with(|r| {
+            let mut r = r.borrow_mut();
+            if let Some(i) = r.iter().rposition(|id| *id == self.0) {
+                r.remove(i);
+            }
+        });
+    }
+}
+
+/// True on a thread that is running one of client `id`'s callbacks.
+pub(crate) fn in_callback_of(id: u64) -> bool {
+    RUNNING.with(|r| r.borrow().contains(&id))
 }
 
 /// A received C2D message (device) or input message (module, with its input name).
@@ -89,9 +123,10 @@ pub extern "C" fn ironhub_client_on_message_received(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::MessageHandler {
             Arc::new(move |m: Message| {
+                let _scope = CallbackScope::enter(id);
                 let lent = ironhub_message::from_message(m);
                 cb(user_data.get(), &lent);
             })
@@ -109,9 +144,10 @@ pub extern "C" fn ironhub_client_on_method_request_received(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::MethodRequestHandler {
             Arc::new(move |r: MethodRequest| {
+                let _scope = CallbackScope::enter(id);
                 let (rid, name, payload) = (lend(&r.request_id), lend(&r.name), lend(&r.payload.to_string()));
                 cb(user_data.get(), rid.as_ptr(), name.as_ptr(), payload.as_ptr());
             })
@@ -129,9 +165,10 @@ pub extern "C" fn ironhub_client_on_twin_desired_properties_patch_received(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::TwinPatchHandler {
             Arc::new(move |patch: serde_json::Value| {
+                let _scope = CallbackScope::enter(id);
                 let patch = lend(&patch.to_string());
                 cb(user_data.get(), patch.as_ptr());
             })
@@ -149,9 +186,12 @@ pub extern "C" fn ironhub_client_on_connection_state_change(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::ConnectionStateHandler {
-            Arc::new(move |change: ConnectionStateChange| cb(user_data.get(), change.connected, reason_code(change.reason)))
+            Arc::new(move |change: ConnectionStateChange| {
+                let _scope = CallbackScope::enter(id);
+                cb(user_data.get(), change.connected, reason_code(change.reason))
+            })
         });
         Ok(c.client.on_connection_state_change(handler)?)
     }
@@ -166,8 +206,11 @@ pub extern "C" fn ironhub_client_on_new_sastoken_required(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
-        let handler = cb.map(|cb| -> crate::client::SasTokenRequiredHandler { Arc::new(move || cb(user_data.get())) });
+        let (user_data, id) = (UserData(user_data), c.id);
+        let handler = cb.map(|cb| -> crate::client::SasTokenRequiredHandler { Arc::new(move || {
+            let _scope = CallbackScope::enter(id);
+            cb(user_data.get())
+        }) });
         Ok(c.client.on_new_sastoken_required(handler)?)
     }
 }
@@ -181,9 +224,10 @@ pub extern "C" fn ironhub_client_on_background_exception(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::BackgroundExceptionHandler {
             Arc::new(move |e: crate::error::Error| {
+                let _scope = CallbackScope::enter(id);
                 let text = lend(&e.to_string());
                 cb(user_data.get(), result_code(e.kind()), text.as_ptr());
             })

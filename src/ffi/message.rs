@@ -86,7 +86,7 @@ pub extern "C" fn ironhub_message_new(data: *const u8, len: usize) -> *mut ironh
     }
 }
 
-/// Frees a message made by `ironhub_message_new`. NULL-safe and idempotent; a message lent to a
+/// Frees a message made by `ironhub_message_new`. NULL-safe; free each message exactly once. A message lent to a
 /// callback is not the caller's and is left alone.
 #[no_mangle]
 pub extern "C" fn ironhub_message_free(m: *mut ironhub_message) {
@@ -156,8 +156,7 @@ pub extern "C" fn ironhub_message_set_expiry_time_utc(
     ffi_fallible! {
         let m = arg_mut(m, "m")?;
         let v = arg_str(iso8601, "iso8601")?;
-        chrono::DateTime::parse_from_rfc3339(v)
-            .map_err(|_| FfiError::invalid("`iso8601` is not an ISO 8601 (RFC 3339) timestamp"))?;
+        crate::validate::expiry_time_utc(v)?;
         let v = v.to_owned();
         m.update(|msg| msg.expiry_time_utc = Some(v));
         Ok(())
@@ -184,9 +183,7 @@ pub extern "C" fn ironhub_message_set_property(
         let m = arg_mut(m, "m")?;
         let key = arg_str(key, "key")?;
         let value = arg_str(value, "value")?;
-        if key.is_empty() {
-            return Err(FfiError::invalid("`key` is empty"));
-        }
+        crate::validate::property_key(key)?;
         m.update(|msg| msg.set_property(key, value));
         Ok(())
     }

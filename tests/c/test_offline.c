@@ -121,7 +121,6 @@ static void test_options(void) {
     CHECK_OK(ironhub_options_set_ensure_desired_properties(o, true));
     CHECK_OK(ironhub_options_set_gateway_hostname(o, "gateway.invalid"));
     ironhub_options_free(o);
-    ironhub_options_free(o); /* idempotent per handle */
     ironhub_options_free(NULL);
 }
 
@@ -208,7 +207,6 @@ static void test_messages(void) {
     CHECK(ironhub_message_input_name(NULL) == NULL);
 
     ironhub_message_free(m);
-    ironhub_message_free(m); /* idempotent */
     ironhub_message_free(NULL);
 }
 
@@ -356,7 +354,6 @@ static void test_client_misuse(void) {
 
     ironhub_message_free(m);
     ironhub_client_free(c);
-    ironhub_client_free(c); /* idempotent */
     ironhub_client_free(NULL);
     ironhub_string_free(NULL);
 }
