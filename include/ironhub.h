@@ -1,6 +1,8 @@
 /*
  * ironhub: Azure IoT Hub device and module client, C API.
- * Contract: docs in shared spec c-api.md. Link with -lironhub (pkg-config ironhub).
+ * The contract (names, result codes, ownership, lifetimes, threading) is docs/c-api.md in the
+ * ironhub repository; every declaration below repeats the rules that apply to it.
+ * Link with -lironhub (pkg-config ironhub).
  */
 
 #ifndef IRONHUB_H
@@ -124,37 +126,73 @@ typedef uint32_t ironhub_connection_reason;
 #endif // __cplusplus
 
 /**
- * A device or module client. Any number of threads may use one client at once, except that
- * `ironhub_client_free` must run alone (no other call on the handle during or after it).
+ * A device or module client. Any number of threads may call its functions at once (from
+ * callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
+ * call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
  */
 typedef struct ironhub_client ironhub_client;
 
 /**
- * A message: payload bytes plus system and application properties.
+ * A message: payload bytes plus system and application properties. One thread at a time may
+ * use a message while any thread changes it (setters, free); read-only calls (getters) may run
+ * on many threads at once. Pointers from getters are borrowed from the message: valid until the
+ * next setter call on it or its free (a message lent to a callback: until the callback returns).
  */
 typedef struct ironhub_message ironhub_message;
 
 /**
  * Options for a client factory. Create with `ironhub_options_new`, free with
- * `ironhub_options_free`; factories copy it, so it may be freed right after.
+ * `ironhub_options_free`; factories copy it, so it may be freed right after. One thread at a time
+ * may use an options handle while any thread changes it (setters, free); factories only read it
+ * and may share it. Every setter copies its string arguments.
  */
 typedef struct ironhub_options ironhub_options;
 
 /**
  * Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
- * dispatcher thread, with `IRONHUB_OK` at PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED`
- * when the client is disconnected, shut down or freed first).
+ * dispatcher thread (one at a time with the client's other callbacks), with `IRONHUB_OK` at
+ * PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED` when the client is disconnected, shut
+ * down or freed first). It may call any function of the client except `ironhub_client_free`
+ * (`IRONHUB_ERROR_IN_CALLBACK`). `ironhub_client_free` returns only after every owed completion
+ * ran, so `user_data` may be released then.
  */
 typedef void (*ironhub_send_callback)(void *user_data, ironhub_result result);
 
 /**
- * A received C2D message (device) or input message (module, with its input name).
+ * A received C2D message (device) or input message (module, with its input name, see
+ * `ironhub_message_input_name`). `m` and every string read from it live until the callback
+ * returns; never free it.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_message_callback)(void *user_data, const ironhub_message *m);
 
 /**
  * A direct method request; answer with `ironhub_client_send_method_response(request_id, ...)`
- * now or later, from any thread. `payload_json` is JSON text (`null` when none was sent).
+ * now or later, from any thread (copy `request_id` to answer later). `payload_json` is JSON text
+ * (`null` when none was sent). The three strings live until the callback returns.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_method_callback)(void *user_data,
                                         const char *request_id,
@@ -162,12 +200,37 @@ typedef void (*ironhub_method_callback)(void *user_data,
                                         const char *payload_json);
 
 /**
- * A desired-properties patch as JSON text, with `$version`.
+ * A desired-properties patch as JSON text, with `$version`; `patch_json` lives until the callback
+ * returns.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_twin_patch_callback)(void *user_data, const char *patch_json);
 
 /**
  * The connection went up or down, and why.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_connection_state_callback)(void *user_data,
                                                   bool connected,
@@ -175,12 +238,37 @@ typedef void (*ironhub_connection_state_callback)(void *user_data,
 
 /**
  * The SAS token given to `ironhub_client_create_from_sastoken` expires in 120 s: call
- * `ironhub_client_update_sastoken`.
+ * `ironhub_client_update_sastoken` (from the callback or any thread).
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_sastoken_callback)(void *user_data);
 
 /**
- * An error no caller was waiting for (e.g. a failed automatic reconnect), with its detail.
+ * An error no caller was waiting for (e.g. a failed automatic reconnect): `kind` is the result
+ * code it maps to, `message` its text (lives until the callback returns; never contains secrets).
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_background_exception_callback)(void *user_data,
                                                       ironhub_result kind,
@@ -392,7 +480,8 @@ void ironhub_string_free(char *s);
 ironhub_message *ironhub_message_new(const uint8_t *data, size_t len);
 
 /**
- * Frees a message made by `ironhub_message_new`. NULL-safe; free each message exactly once. A message lent to a
+ * Frees a message made by `ironhub_message_new`. NULL-safe; free each message exactly once. A message
+ * lent to a
  * callback is not the caller's and is left alone.
  */
 void ironhub_message_free(ironhub_message *m);
@@ -444,60 +533,66 @@ ironhub_result ironhub_message_set_as_security_message(ironhub_message *m);
 ironhub_result ironhub_message_set_property(ironhub_message *m, const char *key, const char *value);
 
 /**
- * The payload (borrowed from `m`) and its length in `*len`. NULL when `m` or `len` is NULL
+ * The payload (borrowed from `m`: valid until `m` is freed; setters do not change it) and its length
+ * in `*len`. NULL when `m` or `len` is NULL
  * (then `*len` is not written). An empty payload gives a non-NULL pointer and length 0.
  */
-const uint8_t *ironhub_message_data(const ironhub_message *m, size_t *len);
+const uint8_t *ironhub_message_data(const ironhub_message *m,
+                                    size_t *len);
 
 /**
- * `message_id`, borrowed from `m`; NULL if unset.
+ * `message_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_message_id(const ironhub_message *m);
 
 /**
- * `correlation_id`, borrowed; NULL if unset.
+ * `correlation_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_correlation_id(const ironhub_message *m);
 
 /**
- * `user_id`, borrowed; NULL if unset.
+ * `user_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_user_id(const ironhub_message *m);
 
 /**
- * `content_type`, borrowed; NULL if unset.
+ * `content_type`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_content_type(const ironhub_message *m);
 
 /**
- * `content_encoding`, borrowed; NULL if unset.
+ * `content_encoding`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_content_encoding(const ironhub_message *m);
 
 /**
- * `expiry_time_utc`, borrowed; NULL if unset.
+ * `expiry_time_utc`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_expiry_time_utc(const ironhub_message *m);
 
 /**
- * `output_name`, borrowed; NULL if unset.
+ * `output_name`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_output_name(const ironhub_message *m);
 
 /**
- * Input the message arrived on (module clients), borrowed; NULL for C2D messages.
+ * Input the message arrived on (module clients), borrowed from `m` (valid until the next setter or
+ * free of `m`); NULL for C2D messages.
  */
 const char *ironhub_message_input_name(const ironhub_message *m);
 
 /**
- * `iothub-ack` of a received C2D message, borrowed; NULL if absent.
+ * `iothub-ack` of a received C2D message, borrowed from `m` (valid until the next setter or free of
+ * `m`); NULL if absent.
  */
 const char *ironhub_message_ack(const ironhub_message *m);
 
 /**
- * Value of application property `key`, borrowed from `m`; NULL if absent or on bad arguments.
+ * Value of application property `key`, borrowed from `m` (valid until the next setter or free of `m`);
+ * NULL if absent or on bad arguments.
  */
-const char *ironhub_message_property(const ironhub_message *m, const char *key);
+const char *ironhub_message_property(const ironhub_message *m,
+                                     const char *key);
 
 /**
  * Number of application properties (0 when `m` is NULL).
@@ -505,7 +600,8 @@ const char *ironhub_message_property(const ironhub_message *m, const char *key);
 size_t ironhub_message_property_count(const ironhub_message *m);
 
 /**
- * The `i`-th application property (insertion order), both borrowed from `m`.
+ * The `i`-th application property (insertion order), both borrowed from `m` (valid until the
+ * next setter or free of `m`).
  * `i` out of range is `IRONHUB_ERROR_INVALID_ARGUMENT`.
  */
 ironhub_result ironhub_message_property_at(const ironhub_message *m,

@@ -6,11 +6,12 @@
 //! - `options`: factory keyword arguments → `ClientOptions`.
 //! - `convert`: Python models and JSON ↔ core types.
 //! - `handlers`: Python callables as core handlers (dispatcher thread, GIL, logged exceptions).
-//! - `client`: the `Client` class (blocking calls without the GIL, background calls for asyncio).
+//! - `aio`: waiting for core futures on the core's runtime (blocking, or as asyncio awaitables).
+//! - `client`: the `Client` class (a blocking and an `_async` method per operation).
 
 use pyo3::prelude::*;
 
-mod background;
+mod aio;
 mod client;
 mod convert;
 mod errors;
@@ -22,6 +23,13 @@ mod options;
 #[pyfunction]
 fn message_size(message: &Bound<'_, PyAny>) -> PyResult<usize> {
     Ok(convert::message_from_py(message)?.get_size())
+}
+
+/// Checks a `ProxyOptions.proxy_type` with the core's rule (HTTP, SOCKS4, SOCKS5, any case):
+/// `ValueError` otherwise.
+#[pyfunction]
+fn check_proxy_type(proxy_type: &str) -> PyResult<()> {
+    ironhub::validate::proxy_type(proxy_type).map(drop).map_err(errors::to_py_err)
 }
 
 static LOG_RESET: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
@@ -50,5 +58,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(message_size, m)?)?;
     m.add_function(wrap_pyfunction!(reset_log_cache, m)?)?;
     m.add("HANDLER_NAMES", handlers::HANDLER_NAMES.to_vec())?;
+    // One definition of the security-message marker: the core's.
+    m.add("SECURITY_MESSAGE_INTERFACE_ID", ironhub::message::SECURITY_MESSAGE_INTERFACE_ID)?;
+    m.add_function(wrap_pyfunction!(check_proxy_type, m)?)?;
     Ok(())
 }

@@ -22,8 +22,9 @@ use crate::blocking::Client;
 use crate::error::Result;
 use crate::message::{MethodResponse, X509};
 
-/// A device or module client. Any number of threads may use one client at once, except that
-/// `ironhub_client_free` must run alone (no other call on the handle during or after it).
+/// A device or module client. Any number of threads may call its functions at once (from
+/// callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
+/// call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
 pub struct ironhub_client {
     pub(crate) client: Client,
     /// Tells this client's callbacks apart on the thread running them (`CallbackScope`).
@@ -34,8 +35,11 @@ pub struct ironhub_client {
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
-/// dispatcher thread, with `IRONHUB_OK` at PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED`
-/// when the client is disconnected, shut down or freed first).
+/// dispatcher thread (one at a time with the client's other callbacks), with `IRONHUB_OK` at
+/// PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED` when the client is disconnected, shut
+/// down or freed first). It may call any function of the client except `ironhub_client_free`
+/// (`IRONHUB_ERROR_IN_CALLBACK`). `ironhub_client_free` returns only after every owed completion
+/// ran, so `user_data` may be released then.
 pub type ironhub_send_callback = Option<extern "C" fn(user_data: *mut c_void, result: ironhub_result)>;
 
 /// Number of async sends whose callback has not run yet.

@@ -68,10 +68,37 @@ pub(crate) fn in_callback_of(id: u64) -> bool {
     RUNNING.with(|r| r.borrow().contains(&id))
 }
 
-/// A received C2D message (device) or input message (module, with its input name).
+/// A received C2D message (device) or input message (module, with its input name, see
+/// `ironhub_message_input_name`). `m` and every string read from it live until the callback
+/// returns; never free it.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_message_callback = Option<extern "C" fn(user_data: *mut c_void, m: *const ironhub_message)>;
 /// A direct method request; answer with `ironhub_client_send_method_response(request_id, ...)`
-/// now or later, from any thread. `payload_json` is JSON text (`null` when none was sent).
+/// now or later, from any thread (copy `request_id` to answer later). `payload_json` is JSON text
+/// (`null` when none was sent). The three strings live until the callback returns.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_method_callback = Option<
     extern "C" fn(
         user_data: *mut c_void,
@@ -80,15 +107,65 @@ pub type ironhub_method_callback = Option<
         payload_json: *const c_char,
     ),
 >;
-/// A desired-properties patch as JSON text, with `$version`.
+/// A desired-properties patch as JSON text, with `$version`; `patch_json` lives until the callback
+/// returns.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_twin_patch_callback = Option<extern "C" fn(user_data: *mut c_void, patch_json: *const c_char)>;
 /// The connection went up or down, and why.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_connection_state_callback =
     Option<extern "C" fn(user_data: *mut c_void, connected: bool, reason: ironhub_connection_reason)>;
 /// The SAS token given to `ironhub_client_create_from_sastoken` expires in 120 s: call
-/// `ironhub_client_update_sastoken`.
+/// `ironhub_client_update_sastoken` (from the callback or any thread).
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_sastoken_callback = Option<extern "C" fn(user_data: *mut c_void)>;
-/// An error no caller was waiting for (e.g. a failed automatic reconnect), with its detail.
+/// An error no caller was waiting for (e.g. a failed automatic reconnect): `kind` is the result
+/// code it maps to, `message` its text (lives until the callback returns; never contains secrets).
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_background_exception_callback =
     Option<extern "C" fn(user_data: *mut c_void, kind: ironhub_result, message: *const c_char)>;
 

@@ -14,7 +14,9 @@ use super::ironhub_result;
 use crate::options::{ClientOptions, ProxyOptions};
 
 /// Options for a client factory. Create with `ironhub_options_new`, free with
-/// `ironhub_options_free`; factories copy it, so it may be freed right after.
+/// `ironhub_options_free`; factories copy it, so it may be freed right after. One thread at a time
+/// may use an options handle while any thread changes it (setters, free); factories only read it
+/// and may share it. Every setter copies its string arguments.
 pub struct ironhub_options {
     pub(crate) inner: ClientOptions,
 }

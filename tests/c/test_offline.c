@@ -23,11 +23,12 @@ static void test_version_and_results(void) {
     CHECK(strcmp(ironhub_result_str(IRONHUB_OK), "IRONHUB_OK") == 0);
     CHECK(strcmp(ironhub_result_str(IRONHUB_ERROR_NULL_PARAMETER), "IRONHUB_ERROR_NULL_PARAMETER") == 0);
     CHECK(strcmp(ironhub_result_str(IRONHUB_ERROR_PANIC), "IRONHUB_ERROR_PANIC") == 0);
+    CHECK(strcmp(ironhub_result_str(IRONHUB_ERROR_IN_CALLBACK), "IRONHUB_ERROR_IN_CALLBACK") == 0);
     CHECK(strcmp(ironhub_result_str(IRONHUB_ERROR_SHUT_DOWN), "IRONHUB_ERROR_SHUT_DOWN") == 0);
     CHECK(strcmp(ironhub_result_str(9999), "IRONHUB_ERROR_UNKNOWN") == 0);
     /* Every code has a distinct name. */
-    for (uint32_t a = 0; a <= IRONHUB_ERROR_PANIC; a++) {
-        for (uint32_t b = a + 1; b <= IRONHUB_ERROR_PANIC; b++) {
+    for (uint32_t a = 0; a <= IRONHUB_ERROR_IN_CALLBACK; a++) {
+        for (uint32_t b = a + 1; b <= IRONHUB_ERROR_IN_CALLBACK; b++) {
             CHECK(strcmp(ironhub_result_str(a), ironhub_result_str(b)) != 0);
         }
     }
