@@ -1,12 +1,14 @@
 //! The async client: one type for device and module identities (`Client`), its factories
 //! (`create_from_*`), operations, handlers and the deprecated receive inboxes. The engine behind
-//! it lives in `session` (state, operations) and `transport::mqtt` (the network loop).
+//! it lives in `session` (state, operations) and `transport::mqtt` (the network loop); this
+//! module only builds identities and forwards.
+//!
+//! Every operation may be called from any thread, including from inside any of the client's
+//! handlers (see `in_handler`): nothing waits for the handler that called it.
 //!
 //! Futures may be awaited on any tokio runtime (or none, through `blocking`): the network work
 //! itself runs on ironhub's shared runtime.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,27 +16,14 @@ use serde_json::Value;
 
 use crate::auth::{self, Authenticator, Credential, Identity};
 use crate::error::{Error, Result};
-use crate::message::{ConnectionStateChange, Message, MethodRequest, MethodResponse, X509};
+use crate::message::{Message, MethodRequest, MethodResponse, X509};
 use crate::options::ClientOptions;
 use crate::session::Session;
 
-/// `on_message_received(message)`: C2D messages (devices) or input messages (modules, with `input_name`).
-pub type MessageHandler = Arc<dyn Fn(Message) + Send + Sync>;
-/// `on_method_request_received(method_request)`; answer with `send_method_response`, now or later.
-pub type MethodRequestHandler = Arc<dyn Fn(MethodRequest) + Send + Sync>;
-/// `on_twin_desired_properties_patch_received(patch)`: the patch with `$version`, or the whole
-/// desired document after a reconnect when `ensure_desired_properties` found it moved.
-pub type TwinPatchHandler = Arc<dyn Fn(Value) + Send + Sync>;
-/// `on_connection_state_change()`, with the new state and its reason.
-pub type ConnectionStateHandler = Arc<dyn Fn(ConnectionStateChange) + Send + Sync>;
-/// `on_new_sastoken_required()`: a given SAS token expires in 120 s; call `update_sastoken`.
-pub type SasTokenRequiredHandler = Arc<dyn Fn() + Send + Sync>;
-/// `on_background_exception(exc)`: an error no caller was waiting for.
-pub type BackgroundExceptionHandler = Arc<dyn Fn(Error) + Send + Sync>;
-/// Completion callback of `send_message_with_callback`: runs exactly once, on the dispatcher.
-pub type SendCallback = Box<dyn FnOnce(Result<()>) + Send + 'static>;
-/// Future of a pipelined send: resolves at PUBACK (or with the error).
-pub type SendFuture = Pin<Box<dyn Future<Output = Result<()>> + Send + 'static>>;
+pub use crate::handlers::{
+    BackgroundExceptionHandler, ConnectionStateHandler, MessageHandler, MethodRequestHandler, SasTokenRequiredHandler,
+    SendCallback, SendFuture, TwinPatchHandler,
+};
 
 /// An IoT Hub device or module client (cheap to clone; all clones are the same client).
 /// Dropping the last clone shuts the client down (in-flight work ends with `OperationCancelled`).
@@ -193,6 +182,12 @@ impl Client {
         &self.session().options
     }
 
+    /// True on a thread currently running one of this client's handlers (or callbacks), and in a
+    /// blocking call made from one. `ironhub_client_free` uses it to refuse a free from a callback.
+    pub fn in_handler(&self) -> bool {
+        self.session().in_handler()
+    }
+
     /// `connected`: true while an MQTT connection is up.
     pub fn connected(&self) -> bool {
         self.session().is_connected()
@@ -208,7 +203,9 @@ impl Client {
         self.session().clone().run(|s| async move { s.disconnect().await }).await
     }
 
-    /// Disconnects and stops everything; afterwards every call fails with `ShutDown`.
+    /// Disconnects and stops everything; afterwards every call fails with `ShutDown`. Once it
+    /// returns no handler of the client runs again, except the one that called it, if any (a
+    /// handler may call it: it returns without waiting for that handler).
     pub async fn shutdown(&self) -> Result<()> {
         self.session().clone().run(|s| async move { s.shutdown().await }).await
     }

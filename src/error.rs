@@ -67,7 +67,12 @@ pub enum Error {
     /// The hub refused the credentials (CONNACK 4/5, HTTP 401), or a credential could not be used.
     #[error("credential error: {0}")]
     Credential(String),
-    /// The operation did not complete within its bound.
+    /// The client's bounded queue (`max_queued_messages` / `max_queued_bytes`) is full; nothing
+    /// was queued. A `ClientError` (C: `IRONHUB_ERROR_CLIENT`).
+    #[error("queue full: {0}")]
+    QueueFull(String),
+    /// The operation did not complete within its bound. For a send, the message says whether it
+    /// was withdrawn before being written or its outcome is unknown (written, no PUBACK in time).
     #[error("operation timed out: {0}")]
     OperationTimeout(String),
     /// The operation was cancelled by disconnect, shutdown or drop of the client.
@@ -84,7 +89,7 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::MessageTooLarge { .. } => ErrorKind::MessageTooLarge,
-            Error::Client(_) | Error::ServiceFailure { .. } => ErrorKind::Client,
+            Error::Client(_) | Error::ServiceFailure { .. } | Error::QueueFull(_) => ErrorKind::Client,
             Error::Service { .. } | Error::PreconditionFailed(_) => ErrorKind::Service,
             Error::ConnectionFailed(_) => ErrorKind::ConnectionFailed,
             Error::ConnectionDropped(_) => ErrorKind::ConnectionDropped,

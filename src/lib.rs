@@ -37,11 +37,13 @@ pub use serde_json;
 pub mod auth;
 mod batch;
 pub mod blocking;
+mod bounds;
 pub mod client;
 mod dispatch;
 pub mod error;
 #[cfg(feature = "capi")]
 pub mod ffi;
+mod handlers;
 pub mod message;
 pub mod options;
 mod runtime;
@@ -55,6 +57,7 @@ pub use client::{
     BackgroundExceptionHandler, Client, ConnectionStateHandler, MessageHandler, MethodRequestHandler,
     SasTokenRequiredHandler, SendCallback, SendFuture, TwinPatchHandler,
 };
+pub use dispatch::HandlerContext;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{ConnectionReason, ConnectionStateChange, Message, MethodRequest, MethodResponse, X509};
 pub use options::{ClientOptions, ProxyOptions, ProxyType};

@@ -2,6 +2,7 @@
 //! validation, plus ironhub's own bounds (`operation_timeout`) and ports (`mqtt_port`,
 //! `https_port`) so tests can point a client at an emulator on ephemeral ports.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -84,10 +85,31 @@ pub struct ClientOptions {
     pub mqtt_port: u16,
     /// ironhub: HTTPS/WebSocket port (default 443).
     pub https_port: u16,
+    /// ironhub: upper bound of the reconnect backoff (exponential from `connection_retry_interval`,
+    /// full jitter); default 60 s.
+    pub retry_max_delay: Duration,
+    /// ironhub: stop reconnecting after an outage this long (connection state reason
+    /// `RetryExpired`); `None` = retry forever (default).
+    pub retry_give_up_after: Option<Duration>,
+    /// ironhub: telemetry messages queued or in flight at once; one more is `Error::QueueFull`.
+    pub max_queued_messages: usize,
+    /// ironhub: bytes (topic + payload) of telemetry queued or in flight at once.
+    pub max_queued_bytes: usize,
+    /// ironhub: a directory for the persistent offline queue. With it, telemetry sent while the
+    /// client cannot reach the hub is appended to `<dir>/<client id>.queue` (fsync'd; a torn last
+    /// record is ignored) and acknowledged to the caller at once; the queue survives a crash or
+    /// kill -9 and is sent, in order and once, when the client next connects (the file is then
+    /// removed). Bounded by `max_queued_messages` / `max_queued_bytes`. `None` = in memory only.
+    pub offline_store: Option<PathBuf>,
 }
 
 pub const DEFAULT_SASTOKEN_TTL: u64 = ironhub_protocol::sas::DEFAULT_TTL_SECS;
 pub const MAX_KEEP_ALIVE: u64 = ironhub_protocol::limits::MAX_KEEP_ALIVE_SECS;
+pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
+/// A small device: a few minutes of one message a second, buffered.
+pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 1_000;
+/// Room for 16 messages of the maximum size, or a thousand small ones.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -107,6 +129,11 @@ impl Default for ClientOptions {
             operation_timeout: Duration::from_secs(240),
             mqtt_port: 8883,
             https_port: 443,
+            retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
+            retry_give_up_after: None,
+            max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            offline_store: None,
         }
     }
 }
@@ -128,6 +155,15 @@ impl ClientOptions {
         }
         if self.operation_timeout.is_zero() {
             return Err(Error::invalid("operation_timeout must be greater than 0"));
+        }
+        if self.retry_max_delay.is_zero() {
+            return Err(Error::invalid("retry_max_delay must be greater than 0"));
+        }
+        if self.retry_give_up_after.is_some_and(|d| d.is_zero()) {
+            return Err(Error::invalid("retry_give_up_after must be greater than 0"));
+        }
+        if self.max_queued_messages == 0 || self.max_queued_bytes == 0 {
+            return Err(Error::invalid("max_queued_messages and max_queued_bytes must be greater than 0"));
         }
         if self.mqtt_port == 0 || self.https_port == 0 {
             return Err(Error::invalid("ports must be non-zero"));

@@ -3,8 +3,12 @@
 
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::time::Instant;
+
+use crate::dispatch::HandlerContext;
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
@@ -28,15 +32,23 @@ pub fn handle() -> &'static Handle {
 
 /// Runs `fut` on the shared runtime and blocks the calling thread until it finishes. Works from
 /// any thread, including one inside another runtime (it blocks that thread, it does not panic).
+/// A call made from inside a handler keeps that fact (`HandlerContext`), so client operations
+/// it runs know not to wait for the very handler that is blocked here.
 pub fn block_on<F>(fut: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let task = handle().spawn(fut);
+    let task = handle().spawn(HandlerContext::capture().wrap(fut));
     match futures::executor::block_on(task) {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => panic!("ironhub runtime task was cancelled"),
     }
+}
+
+/// `now + after`, saturating far in the future instead of overflowing (`Instant + huge` panics).
+pub(crate) fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }

@@ -43,7 +43,8 @@ async fn sas_connect_rules() {
 
     let api = Api::new(&emu);
     api.call(reqwest::Method::PUT, "/devices/d", Some(json!({"status": "disabled"})), &[("If-Match", "\"*\"")]).await;
-    assert_eq!(hub.authenticate_sas(&d, &token("d", None, dev.primary_key(), None, later)), Err(ConnectRefusal::NotAuthorized));
+    // A disabled device is refused with CONNACK 3, as IoT Hub does (clients report DEVICE_DISABLED).
+    assert_eq!(hub.authenticate_sas(&d, &token("d", None, dev.primary_key(), None, later)), Err(ConnectRefusal::ServerUnavailable));
 }
 
 fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {

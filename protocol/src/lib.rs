@@ -7,8 +7,10 @@
 pub mod connection_string;
 pub mod encoding;
 pub mod error;
+pub mod hub_error;
 pub mod limits;
 pub mod sas;
 pub mod topics;
+pub mod username;
 
 pub use error::ProtocolError;

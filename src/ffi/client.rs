@@ -228,7 +228,10 @@ pub extern "C" fn ironhub_client_free(c: *mut ironhub_client) -> ironhub_result 
         if !CLIENTS.contains(c) {
             return Err(FfiError::invalid("`c` is not a live client (freed already?)"));
         }
-        if in_callback_of(arg_ref(c, "c")?.id) {
+        let live = arg_ref(c, "c")?;
+        // Ours covers C callbacks (send completions too); the core's covers a blocking call made
+        // from inside any of the client's handlers.
+        if in_callback_of(live.id) || live.client.as_async().in_handler() {
             return Err(FfiError::new(
                 ironhub_result::IRONHUB_ERROR_IN_CALLBACK,
                 "ironhub_client_free was called from one of this client's callbacks",

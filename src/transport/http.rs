@@ -45,22 +45,7 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<HttpAnswer> {
     Ok(HttpAnswer { status, etag, body })
 }
 
-/// The hub's error text out of its nested error body (`{"Message": "{\"errorCode\":..,\"message\":..}"}`).
+/// The hub's error text out of its error body (`ironhub_protocol::hub_error`).
 pub fn hub_error_message(body: &Value) -> String {
-    let outer = body.get("Message").or_else(|| body.get("message"));
-    match outer {
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(inner) => {
-                let code = inner.get("errorCode").map(|c| c.to_string()).unwrap_or_default();
-                let msg = inner.get("message").and_then(|m| m.as_str()).unwrap_or(s);
-                if code.is_empty() {
-                    msg.to_string()
-                } else {
-                    format!("{code}: {msg}")
-                }
-            }
-            Err(_) => s.clone(),
-        },
-        _ => body.to_string(),
-    }
+    ironhub_protocol::hub_error::message_of(body)
 }

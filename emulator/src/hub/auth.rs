@@ -17,9 +17,9 @@ use super::registry::{AuthType, Authentication};
 pub enum ConnectRefusal {
     /// CONNACK 4: the password is not a SAS token at all.
     BadUsernameOrPassword,
-    /// CONNACK 5: unknown or disabled identity, wrong key, expired token, wrong certificate.
+    /// CONNACK 5: unknown identity, wrong key, expired token, wrong certificate.
     NotAuthorized,
-    /// CONNACK 3.
+    /// CONNACK 3: a disabled identity.
     ServerUnavailable,
 }
 

@@ -238,7 +238,8 @@ impl Hub {
         let token = auth::parse_identity_token(password, &self.hostname, &id.device_id, id.module_id.as_deref())?;
         let (authentication, enabled) = Self::authentication_of(&self.lock(), id)?;
         if !enabled {
-            return Err(ConnectRefusal::NotAuthorized);
+            // IoT Hub refuses a disabled device with CONNACK 3 (azure-iot-sdk-c: DEVICE_DISABLED).
+            return Err(ConnectRefusal::ServerUnavailable);
         }
         auth::verify_identity_key(&token, &authentication, &self.policy_key)?;
         Ok(token.expiry)
@@ -247,7 +248,8 @@ impl Hub {
     pub fn authenticate_x509(&self, id: &Identity, chain_der: &[Vec<u8>]) -> Result<(), ConnectRefusal> {
         let (authentication, enabled) = Self::authentication_of(&self.lock(), id)?;
         if !enabled {
-            return Err(ConnectRefusal::NotAuthorized);
+            // IoT Hub refuses a disabled device with CONNACK 3 (azure-iot-sdk-c: DEVICE_DISABLED).
+            return Err(ConnectRefusal::ServerUnavailable);
         }
         auth::verify_certificate(&authentication, &id.device_id, chain_der, self.ca_verifier.as_ref())
     }

@@ -1,4 +1,5 @@
-//! Who may say what: the identity behind a client id, the CONNECT username check, and which
+//! Who may say what: the identity behind a client id (the CONNECT username check is
+//! `ironhub_protocol::username::matches`), and which
 //! subscription filters an identity may hold. Pure functions, so every rule is unit-tested.
 //!
 //! IoT Hub confines a client to its own identity's topics plus `$iothub/...` (whose
@@ -22,21 +23,6 @@ pub(super) fn identity_from_client_id(client_id: &str) -> Option<Identity> {
         Some(m) => Identity::module(device, m),
         None => Identity::device(device),
     })
-}
-
-/// The username must be `{hubHostname}/{clientId}/` followed by nothing or a `?query`.
-/// The host compares case-insensitively (DNS names do) and may carry a `:port`, which
-/// clients add when the hub listens on a non-default port.
-pub(super) fn username_matches(username: &str, hub_hostname: &str, client_id: &str) -> bool {
-    let Some((host, rest)) = username.split_once('/') else { return false };
-    let host_ok = match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name.eq_ignore_ascii_case(hub_hostname) || host.eq_ignore_ascii_case(hub_hostname)
-        }
-        _ => host.eq_ignore_ascii_case(hub_hostname),
-    };
-    let Some(after_id) = rest.strip_prefix(client_id) else { return false };
-    host_ok && (after_id.is_empty() || after_id == "/" || after_id.starts_with("/?"))
 }
 
 /// Topic prefixes (ending in `/`) under which `id` may subscribe, besides `$iothub/`.
@@ -92,21 +78,6 @@ mod tests {
         for bad in ["", "/m", "d/", "d/m/x", "d+", "#", "d/m#"] {
             assert_eq!(identity_from_client_id(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn usernames() {
-        let ok = "hub.example/dev1/?api-version=2019-10-01&DeviceClientType=x";
-        assert!(username_matches(ok, "hub.example", "dev1"));
-        assert!(username_matches("HUB.Example/dev1/?api-version=1", "hub.example", "dev1"));
-        assert!(username_matches("hub.example:8883/dev1/?api-version=1", "hub.example", "dev1"));
-        assert!(username_matches("hub.example/dev1/mod1/?api-version=1", "hub.example", "dev1/mod1"));
-        assert!(username_matches("hub.example/dev1/", "hub.example", "dev1"));
-        assert!(!username_matches("other.example/dev1/?api-version=1", "hub.example", "dev1"));
-        assert!(!username_matches("hub.example/dev2/?api-version=1", "hub.example", "dev1"));
-        assert!(!username_matches("hub.example/dev10/?api-version=1", "hub.example", "dev1"));
-        assert!(!username_matches("hub.example:x/dev1/", "hub.example", "dev1"));
-        assert!(!username_matches("hub.example", "hub.example", "dev1"));
     }
 
     #[test]

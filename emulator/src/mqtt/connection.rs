@@ -123,7 +123,7 @@ fn authenticate(broker: &Broker, connect: &Connect, peer_chain: &[Vec<u8>]) -> R
     }
     let identity = acl::identity_from_client_id(&connect.client_id).ok_or(ConnectReturnCode::BadClientId)?;
     let login = connect.login.as_ref().ok_or(ConnectReturnCode::NotAuthorized)?;
-    if !acl::username_matches(&login.username, broker.hub.hostname(), &connect.client_id) {
+    if !ironhub_protocol::username::matches(&login.username, broker.hub.hostname(), &connect.client_id) {
         return Err(ConnectReturnCode::BadUserNamePassword);
     }
     let refused = |refusal: ConnectRefusal| match refusal {
