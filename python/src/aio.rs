@@ -97,6 +97,9 @@ where
     F::Output: Send + 'static,
 {
     let (tx, rx) = mpsc::channel();
+    // A call made from inside a handler must stay known as such while a runtime worker polls it
+    // (the core then never waits for the handler that made the call).
+    let fut = ironhub::HandlerContext::capture().wrap(fut);
     let task = ironhub::runtime_handle().spawn(async move {
         // The receiver is gone only if the caller was interrupted: nothing to report then.
         let _ = tx.send(fut.await);

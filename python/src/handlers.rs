@@ -206,6 +206,7 @@ pub fn set_nowait(client: &Client, slots: &Arc<Slots>, kind: &str, handler: Opti
     drop(slots.put(kind, handler));
     if let Some(fut) = core_setter(client, slots, kind, on) {
         let w = Arc::downgrade(slots);
+        let fut = ironhub::HandlerContext::capture().wrap(fut);
         ironhub::runtime_handle().spawn(async move {
             if let Err(e) = fut.await {
                 let has_handler = w.upgrade().is_some_and(|s| Python::attach(|py| s.get(py, "background_exception").is_some()));
