@@ -158,3 +158,28 @@ def test_asyncio_operations_run_on_the_core_runtime_without_a_second_one(device_
     asyncio.run(scenario())
     names = [t.name for t in threading.enumerate()]
     assert not any(n.startswith("ironhub-py-completion") for n in names), names
+
+
+def test_sends_pending_when_the_connection_drops_without_retry_are_cancelled(hub, client_kwargs, unique_id):
+    """azure-iot-device: with connection_retry=False, a send pending when the connection drops
+    raises OperationCancelled (not ConnectionDroppedError)."""
+    from ironhub.exceptions import OperationCancelled
+
+    async def attempt(device):
+        client = AioDeviceClient.create_from_connection_string(
+            hub.device_connection_string(device), connection_retry=False, **client_kwargs
+        )
+        await client.connect()
+        sends = [asyncio.ensure_future(client.send_message("x" * 1000)) for _ in range(400)]
+        await asyncio.sleep(0.01)
+        hub.disconnect(device)
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        await client.shutdown()
+        return [r for r in results if r is not None]
+
+    for i in range(5):  # the drop has to catch some sends in flight; it usually does at once
+        failures = asyncio.run(attempt("{}-{}".format(unique_id, i)))
+        if failures:
+            break
+    assert failures, "no send was pending when the connection dropped, in 5 attempts"
+    assert all(type(f) is OperationCancelled for f in failures), {type(f).__name__ for f in failures}
