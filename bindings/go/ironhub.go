@@ -208,11 +208,18 @@ func (o *Options) ptr() *C.ironhub_options {
 	return o.o
 }
 
-func (o *Options) setString(f func(*C.ironhub_options, *C.char) C.ironhub_result, v string) error {
+// setString calls a C setter taking (handle, const char *) with a temporary C copy of v: the
+// one body behind every string setter of Options and Message (cgo cannot take a C function as
+// a Go value, hence the one-line closures around each C setter).
+func setString[P any](h P, f func(P, *C.char) C.ironhub_result, v string) error {
 	var s cstrings
 	defer s.free()
 	p := s.str(v)
-	return call(func() C.ironhub_result { return f(o.o, p) })
+	return call(func() C.ironhub_result { return f(h, p) })
+}
+
+func (o *Options) setString(f func(*C.ironhub_options, *C.char) C.ironhub_result, v string) error {
+	return setString(o.o, f, v)
 }
 
 // SetServerVerificationCert trusts this PEM root instead of the public roots.
@@ -324,10 +331,7 @@ func (m *Message) Close() {
 }
 
 func (m *Message) set(f func(*C.ironhub_message, *C.char) C.ironhub_result, v string) error {
-	var s cstrings
-	defer s.free()
-	p := s.str(v)
-	return call(func() C.ironhub_result { return f(m.m, p) })
+	return setString(m.m, f, v)
 }
 
 // SetMessageID sets $.mid.
