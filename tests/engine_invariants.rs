@@ -21,6 +21,19 @@ fn body_text(e: &Value) -> String {
     String::from_utf8_lossy(&raw).into_owned()
 }
 
+/// A "hub" that accepts TCP connections and never answers; abort the handle to close it.
+async fn silent_hub() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            socks.push(s);
+        }
+    });
+    (port, hold)
+}
+
 /// Every client operation, called through the blocking facade from inside a handler: handler
 /// setters of every kind (set and clear), telemetry, twin GET and PATCH, a method response,
 /// disconnect and finally shutdown. Returns the names of the operations that failed.
@@ -269,14 +282,7 @@ async fn huge_timeouts_do_not_overflow_and_a_silent_hub_ends_sends_within_the_bo
     client.shutdown().await.unwrap();
 
     // A "hub" that accepts TCP and never answers: the send ends at operation_timeout, withdrawn.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut socks = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            socks.push(s);
-        }
-    });
+    let (port, hold) = silent_hub().await;
     let opts = ironhub::ClientOptions { mqtt_port: port, operation_timeout: Duration::from_secs(2), ..env.options() };
     let client = Client::create_from_connection_string(&env.device("silent"), opts).unwrap();
     let t = Instant::now();
@@ -393,4 +399,150 @@ async fn the_offline_store_keeps_telemetry_across_a_restart_and_sends_it_once() 
     assert_eq!(env.events("offline", 0, 0).await.len(), 3, "nothing sent twice");
     client.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP relay to `target` that can turn into a black hole: connections stay open, bytes in either
+/// direction are swallowed (a link that died silently, as behind a NAT that forgot it).
+async fn black_hole_relay(target: u16) -> (u16, Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hole = Arc::new(AtomicBool::new(false));
+    let h = hole.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            type Read = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+            type Write = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+            for (mut from, mut to, hole) in [
+                (Box::new(cr) as Read, Box::new(sw) as Write, h.clone()),
+                (Box::new(sr) as Read, Box::new(cw) as Write, h.clone()),
+            ] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buf).await {
+                        if n == 0 {
+                            if hole.load(Ordering::SeqCst) {
+                                // A black hole forwards no FIN either: the other side stays open.
+                                std::future::pending::<()>().await;
+                            }
+                            break;
+                        }
+                        if !hole.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, hole)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_link_is_replaced_within_two_keep_alives() {
+    let env = common::start().await;
+    let (port, hole) = black_hole_relay(env.emu.mqtt_port()).await;
+    let cs = format!("{};GatewayHostName=127.0.0.1", env.device("dead-link"));
+    let opts = ironhub::ClientOptions { keep_alive: 2, mqtt_port: port, ..env.options() };
+    let client = Client::create_from_connection_string(&cs, opts).unwrap();
+    let states = common::Collector::<ConnectionStateChange>::new();
+    let s = states.clone();
+    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    client.connect().await.unwrap();
+    states.wait_for(1, 10).await;
+    hole.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+    // Traffic keeps flowing out (into the hole) meanwhile: it must not hide the silence.
+    let sends: Vec<_> = (0..5).map(|i| client.send_message_pipelined(&Message::new(format!("{i}")))).collect();
+    let down = states.wait_for(2, 15).await;
+    let noticed = cut.elapsed();
+    assert!(down.len() >= 2 && !down[1].connected, "{down:?}");
+    assert_eq!(down[1].reason, ConnectionReason::NoPingResponse, "{down:?}");
+    assert!(noticed <= Duration::from_millis(4_000 + 1_500), "found after {noticed:?} (keep-alive 2 s)");
+    hole.store(false, Ordering::SeqCst);
+    // Reconnected through a fresh connection, and the queued sends were delivered.
+    for s in sends {
+        s.await.expect("send across the dead link");
+    }
+    assert!(client.connected());
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_send_callback_runs_after_shutdown_returns() {
+    let env = common::start().await;
+    // A hub that never answers: the send is still pending when the client shuts down.
+    let (port, hold) = silent_hub().await;
+    let opts = ironhub::ClientOptions { mqtt_port: port, operation_timeout: Duration::from_secs(30), ..env.options() };
+    let client = Client::create_from_connection_string(&env.device("cb-shutdown"), opts).unwrap();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..3 {
+        let o = outcomes.clone();
+        client.send_message_with_callback(
+            &Message::new("pending"),
+            None,
+            Box::new(move |r| {
+                std::thread::sleep(Duration::from_millis(100));
+                o.lock().unwrap().push(r.map_err(|e| e.kind()));
+            }),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.shutdown().await.unwrap();
+    // Every callback ran, exactly once, before shutdown returned.
+    let seen = outcomes.lock().unwrap().clone();
+    assert_eq!(seen, vec![Err(ErrorKind::OperationCancelled); 3]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(outcomes.lock().unwrap().len(), 3, "a callback ran after shutdown returned");
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_requests_c2d_and_desired_changes_carry_over_key_renewals() {
+    let env = common::start().await;
+    let cs = env.device("renewals");
+    // 6 s tokens: renewed every ~3 s, so the loop below spans at least two renewals.
+    let client =
+        Client::create_from_connection_string(&cs, ironhub::ClientOptions { sastoken_ttl: Some(6), ..env.options() }).unwrap();
+    let states = common::Collector::<ConnectionStateChange>::new();
+    let s = states.clone();
+    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    let c2d = common::Collector::<Message>::new();
+    let c = c2d.clone();
+    client.on_message_received(Some(Arc::new(move |m| c.push(m)))).await.unwrap();
+    let desired = common::Collector::<Value>::new();
+    let d = desired.clone();
+    client.on_twin_desired_properties_patch_received(Some(Arc::new(move |p| d.push(p)))).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut rounds = 0;
+    while Instant::now() < end {
+        rounds += 1;
+        env.c2d("renewals", json!({"bodyText": format!("c{rounds}")})).await;
+        env.service
+            .update_twin("renewals", None, &json!({"properties": {"desired": {"round": rounds}}}), None)
+            .await
+            .unwrap();
+        let twin = client.get_twin().await.expect("twin GET across renewals");
+        assert!(twin["desired"]["$version"].as_u64().is_some());
+        client.patch_twin_reported_properties(&json!({"round": rounds})).await.expect("twin PATCH across renewals");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let got = c2d.wait_for(rounds, 20).await;
+    assert_eq!(got.len(), rounds, "C2D lost across renewals");
+    // The last desired change reached the handler (as a patch or as the resynced document).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = desired.items().last().cloned().unwrap_or_default();
+        if last["round"] == json!(rounds) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last desired change never reached the handler: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(client.connected());
+    assert_eq!(states.items(), vec![ConnectionStateChange { connected: true, reason: ConnectionReason::Ok }], "renewal is invisible");
+    client.shutdown().await.unwrap();
 }

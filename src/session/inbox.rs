@@ -22,6 +22,17 @@ pub(crate) struct Inbox {
     pub twin_patches: VecDeque<Value>,
 }
 
+impl Inbox {
+    /// Whether the feature is in inbox mode.
+    pub fn mode_mut(&mut self, f: Feature) -> &mut bool {
+        match f {
+            Feature::Messages => &mut self.messages_mode,
+            Feature::Methods => &mut self.methods_mode,
+            Feature::DesiredPatches => &mut self.twin_mode,
+        }
+    }
+}
+
 impl Session {
     async fn wait_inbox<T>(
         self: &Arc<Self>,
@@ -51,26 +62,11 @@ impl Session {
     /// Switches a feature to inbox mode (refused when its handler is set) and subscribes.
     async fn use_inbox(self: &Arc<Self>, f: Feature) -> Result<()> {
         self.check_open()?;
-        let handler_set = {
-            let h = lock(&self.handlers);
-            match f {
-                Feature::Messages => h.message.is_some(),
-                Feature::Methods => h.method.is_some(),
-                Feature::DesiredPatches => h.twin_patch.is_some(),
-            }
-        };
-        if handler_set {
+        if f.handler_set(&lock(&self.handlers)) {
             return Err(Error::Client("cannot use the deprecated receive API while a handler is set".into()));
         }
         let before = self.wants(f);
-        {
-            let mut i = lock(&self.inbox);
-            match f {
-                Feature::Messages => i.messages_mode = true,
-                Feature::Methods => i.methods_mode = true,
-                Feature::DesiredPatches => i.twin_mode = true,
-            }
-        }
+        *lock(&self.inbox).mode_mut(f) = true;
         self.sync_subscription(f, before).await
     }
 

@@ -109,7 +109,14 @@ impl Session {
         let old = std::mem::take(&mut *lock(&self.handlers));
         drop(old); // user closures (and what they captured) are released outside our locks
         self.inbox_notify.notify_waiters();
-        if !self.queue.wait_quiet(own, self.options.operation_timeout).await {
+        // Send callbacks of cancelled sends are queued promptly: let them run before returning
+        // (from the client's own handler they can only run after it, so there is no waiting).
+        let limit = self.options.operation_timeout;
+        if !own {
+            let mut callbacks = self.callbacks.subscribe();
+            let _ = tokio::time::timeout(limit, callbacks.wait_for(|n| *n == 0)).await;
+        }
+        if !self.queue.wait_quiet(own, limit).await {
             return Err(Error::OperationTimeout("a handler of this client is still running".into()));
         }
         Ok(())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ironhub_protocol::topics;
 
-use super::{lock, Inbox, Session};
+use super::{lock, Session};
 use crate::error::{Error, Result};
 use crate::handlers::{
     BackgroundExceptionHandler, ConnectionStateHandler, Handlers, MessageHandler, MethodRequestHandler,
@@ -19,10 +19,29 @@ use crate::transport::mqtt::Link;
 
 /// Subscription-bearing features.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Feature {
+pub(crate) enum Feature {
     Messages,
     Methods,
     DesiredPatches,
+}
+
+impl Feature {
+    fn name(self) -> &'static str {
+        match self {
+            Feature::Messages => "message",
+            Feature::Methods => "method request",
+            Feature::DesiredPatches => "twin patch",
+        }
+    }
+
+    /// Whether the feature's handler is set.
+    pub(super) fn handler_set(self, h: &Handlers) -> bool {
+        match self {
+            Feature::Messages => h.message.is_some(),
+            Feature::Methods => h.method.is_some(),
+            Feature::DesiredPatches => h.twin_patch.is_some(),
+        }
+    }
 }
 
 impl Session {
@@ -38,13 +57,7 @@ impl Session {
     }
 
     pub(super) fn wants(&self, f: Feature) -> bool {
-        let h = lock(&self.handlers);
-        let i = lock(&self.inbox);
-        match f {
-            Feature::Messages => h.message.is_some() || i.messages_mode,
-            Feature::Methods => h.method.is_some() || i.methods_mode,
-            Feature::DesiredPatches => h.twin_patch.is_some() || i.twin_mode,
-        }
+        f.handler_set(&lock(&self.handlers)) || *lock(&self.inbox).mode_mut(f)
     }
 
     /// Re-subscribes every filter the current handlers, inboxes and twin use need (twin responses
@@ -122,43 +135,36 @@ impl Session {
         Ok(())
     }
 
-    fn refuse_if_inbox(&self, mode: impl Fn(&Inbox) -> bool, what: &str) -> Result<()> {
-        if mode(&lock(&self.inbox)) {
+    /// A receive handler (messages, methods, desired patches): refused after the deprecated
+    /// receive API was used for the feature; (un)subscribes as needed.
+    async fn set_receive_handler<H: Send + 'static>(
+        self: &Arc<Self>,
+        f: Feature,
+        h: Option<H>,
+        slot: fn(&mut Handlers) -> &mut Option<H>,
+    ) -> Result<()> {
+        self.check_open()?;
+        if h.is_some() && *lock(&self.inbox).mode_mut(f) {
             return Err(Error::Client(format!(
-                "cannot set a {what} handler after using the deprecated receive API for it"
+                "cannot set a {} handler after using the deprecated receive API for it",
+                f.name()
             )));
         }
-        Ok(())
+        let before = self.wants(f);
+        self.swap_handler(|t| std::mem::replace(slot(t), h)).await?;
+        self.sync_subscription(f, before).await
     }
 
     pub async fn set_message_handler(self: &Arc<Self>, h: Option<MessageHandler>) -> Result<()> {
-        self.check_open()?;
-        if h.is_some() {
-            self.refuse_if_inbox(|i| i.messages_mode, "message")?;
-        }
-        let before = self.wants(Feature::Messages);
-        self.swap_handler(|t| std::mem::replace(&mut t.message, h)).await?;
-        self.sync_subscription(Feature::Messages, before).await
+        self.set_receive_handler(Feature::Messages, h, |t| &mut t.message).await
     }
 
     pub async fn set_method_handler(self: &Arc<Self>, h: Option<MethodRequestHandler>) -> Result<()> {
-        self.check_open()?;
-        if h.is_some() {
-            self.refuse_if_inbox(|i| i.methods_mode, "method request")?;
-        }
-        let before = self.wants(Feature::Methods);
-        self.swap_handler(|t| std::mem::replace(&mut t.method, h)).await?;
-        self.sync_subscription(Feature::Methods, before).await
+        self.set_receive_handler(Feature::Methods, h, |t| &mut t.method).await
     }
 
     pub async fn set_twin_patch_handler(self: &Arc<Self>, h: Option<TwinPatchHandler>) -> Result<()> {
-        self.check_open()?;
-        if h.is_some() {
-            self.refuse_if_inbox(|i| i.twin_mode, "twin patch")?;
-        }
-        let before = self.wants(Feature::DesiredPatches);
-        self.swap_handler(|t| std::mem::replace(&mut t.twin_patch, h)).await?;
-        self.sync_subscription(Feature::DesiredPatches, before).await
+        self.set_receive_handler(Feature::DesiredPatches, h, |t| &mut t.twin_patch).await
     }
 
     pub fn set_connection_state_handler(&self, h: Option<ConnectionStateHandler>) -> Result<()> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use ironhub_protocol::limits;
 use ironhub_protocol::topics::{self, PropertyBag};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{lock, Session};
@@ -180,7 +180,7 @@ impl Session {
     }
 
     pub fn send_with_callback(self: Arc<Self>, m: &Message, callback: SendCallback) {
-        let guard = CallbackGuard { cb: Some(callback), queue: self.queue.clone() };
+        let guard = CallbackGuard::new(callback, &self.queue, &self.callbacks);
         let fut = self.send_pipelined(m);
         crate::runtime::handle().spawn(async move {
             let r = fut.await;
@@ -205,31 +205,48 @@ pub(super) async fn drain_outbox(session: Weak<Session>, mut rx: mpsc::Unbounded
     }
 }
 
+/// Send callbacks not yet started: `shutdown` waits for them to be done, so that no callback of
+/// the client runs after it returned (the C ABI frees the caller's context then).
+pub(super) type PendingCallbacks = Arc<watch::Sender<usize>>;
+
 /// Runs a send's completion callback exactly once, on the client's dispatcher: with the outcome,
 /// or with `OperationCancelled` if the waiting task is dropped first.
 struct CallbackGuard {
     cb: Option<SendCallback>,
     queue: Arc<SerialQueue>,
+    pending: PendingCallbacks,
 }
 
 impl CallbackGuard {
+    fn new(cb: SendCallback, queue: &Arc<SerialQueue>, pending: &PendingCallbacks) -> CallbackGuard {
+        pending.send_modify(|n| *n += 1);
+        CallbackGuard { cb: Some(cb), queue: queue.clone(), pending: pending.clone() }
+    }
+
     fn complete(mut self, r: Result<()>) {
         // A send cut short by shutdown is, for its caller, a cancelled operation.
         let r = match r {
             Err(Error::ShutDown) => Err(Error::OperationCancelled),
             other => other,
         };
+        self.run(r);
+    }
+
+    fn run(&mut self, r: Result<()>) {
         if let Some(cb) = self.cb.take() {
-            self.queue.push(move || cb(r));
+            let pending = self.pending.clone();
+            self.queue.push(move || {
+                // Counted as done when it starts: a callback may itself call shutdown.
+                pending.send_modify(|n| *n -= 1);
+                cb(r)
+            });
         }
     }
 }
 
 impl Drop for CallbackGuard {
     fn drop(&mut self) {
-        if let Some(cb) = self.cb.take() {
-            self.queue.push(move || cb(Err(Error::OperationCancelled)));
-        }
+        self.run(Err(Error::OperationCancelled));
     }
 }
 

@@ -237,7 +237,24 @@ impl Link {
         });
         let task_link = link.clone();
         crate::runtime::handle().spawn(async move {
-            let mut net = NetworkLoop::new(cfg, owner, task_link, eventloop, control_rx, status_tx);
+            let mut net = NetworkLoop {
+                cfg,
+                owner,
+                link: task_link,
+                ev: eventloop,
+                control: control_rx,
+                status: status_tx,
+                ever_connected: false,
+                attempt: 0,
+                renewing: false,
+                drain_until: None,
+                retry_at: None,
+                outage_since: None,
+                signing: None,
+                reconnect_when_signed: false,
+                token_notified: None,
+                last_rx: Instant::now(),
+            };
             net.run().await;
             let _ = finished_tx.send(true);
         });
@@ -550,34 +567,6 @@ struct NetworkLoop {
 }
 
 impl NetworkLoop {
-    fn new(
-        cfg: LinkConfig,
-        owner: Weak<dyn LinkOwner>,
-        link: Arc<Link>,
-        ev: EventLoop,
-        control: mpsc::UnboundedReceiver<Control>,
-        status: watch::Sender<LinkStatus>,
-    ) -> Self {
-        NetworkLoop {
-            cfg,
-            owner,
-            link,
-            ev,
-            control,
-            status,
-            ever_connected: false,
-            attempt: 0,
-            renewing: false,
-            drain_until: None,
-            retry_at: None,
-            outage_since: None,
-            signing: None,
-            reconnect_when_signed: false,
-            token_notified: None,
-            last_rx: Instant::now(),
-        }
-    }
-
     /// Reports an event; false when the owner is gone (the loop then ends).
     fn report(&self, event: LinkEvent) -> bool {
         match self.owner.upgrade() {

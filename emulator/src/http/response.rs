@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::hub::{now_iso, HubError};
 
@@ -43,13 +43,8 @@ pub fn no_content() -> Reply {
 /// IoT Hub's error shape: the details are a JSON document serialized into `Message`.
 pub fn error(e: &HubError) -> Reply {
     let tracking_id = format!("{:032x}", rand::random::<u128>());
-    let inner = json!({
-        "errorCode": e.code,
-        "trackingId": tracking_id,
-        "message": e.message,
-        "timestampUtc": now_iso(),
-    });
-    let body = json!({"Message": inner.to_string(), "ExceptionMessage": ""});
+    let inner = ironhub_protocol::hub_error::details(e.code, &tracking_id, &e.message, &now_iso());
+    let body = ironhub_protocol::hub_error::https_body(&inner);
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut reply = json_with_status(status, &body);
     reply.headers_mut().insert("iothub-errorcode", HeaderValue::from_static(e.name()));

@@ -206,6 +206,6 @@ fn json_bytes(value: &serde_json::Value) -> Bytes {
 
 /// IoT Hub's twin error body over MQTT: status in the topic, details as JSON.
 fn twin_error(e: &TwinError) -> (u16, Option<u64>, Bytes) {
-    let body = serde_json::json!({ "errorCode": e.code, "message": e.message });
+    let body = ironhub_protocol::hub_error::mqtt_body(e.code, &e.message);
     (e.status, None, json_bytes(&body))
 }
