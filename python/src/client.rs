@@ -386,13 +386,6 @@ operations! {
         handlers::set(py, &self.inner, &self.slots, kind, handler)
     }
 
-    /// As `set_handler`, without waiting for the core (for asyncio clients: the event loop never
-    /// blocks); a failure to subscribe goes to the background exception handler.
-    #[pyo3(signature = (kind, handler))]
-    fn set_handler_nowait(&self, kind: &str, handler: Option<Py<PyAny>>) -> PyResult<()> {
-        handlers::set_nowait(&self.inner, &self.slots, kind, handler)
-    }
-
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.slots.traverse(&visit)
     }

@@ -196,27 +196,3 @@ pub fn set(py: Python<'_>, client: &Client, slots: &Arc<Slots>, kind: &str, hand
     drop(old);
     result.map_err(to_py_err)
 }
-
-/// As `set`, for the asyncio clients: the slot changes now (a cleared handler is no longer
-/// called for later deliveries), the core's (un)subscribe runs in the background so the event
-/// loop never blocks; a failure goes to the background exception handler, else to the log.
-pub fn set_nowait(client: &Client, slots: &Arc<Slots>, kind: &str, handler: Option<Py<PyAny>>) -> PyResult<()> {
-    let kind = kind_name(kind)?;
-    let on = handler.is_some();
-    drop(slots.put(kind, handler));
-    if let Some(fut) = core_setter(client, slots, kind, on) {
-        let w = Arc::downgrade(slots);
-        let fut = ironhub::HandlerContext::capture().wrap(fut);
-        ironhub::runtime_handle().spawn(async move {
-            if let Err(e) = fut.await {
-                let has_handler = w.upgrade().is_some_and(|s| Python::attach(|py| s.get(py, "background_exception").is_some()));
-                if has_handler {
-                    invoke(&w, "background_exception", |py| PyTuple::new(py, [to_py_err(e).into_value(py)]));
-                } else {
-                    log::error!("setting the {kind} handler failed: {e}");
-                }
-            }
-        });
-    }
-    Ok(())
-}

@@ -1,8 +1,8 @@
 """The Python layer's own behaviours from issue 10: garbage collection of a client whose handler
 captures it, azure-iot-device's error parity (ClientError caused by TypeError, OSError for a
 missing Edge environment, connect() unaffected by a disconnect() from the state handler),
-DeprecationWarning from receive_*, connection_state_reason, asyncio handler setters that do not
-block the event loop, and the core's rules reaching Python (proxy type case, security marker)."""
+DeprecationWarning from receive_*, connection_state_reason, asyncio operations on the core's
+runtime, and the core's rules reaching Python (proxy type case, security marker)."""
 
 import asyncio
 import gc
@@ -109,40 +109,6 @@ def test_disconnect_from_the_state_handler_during_the_first_connect_does_not_fai
         client.on_connection_state_change = on_state
         client.connect()  # must return normally, as azure-iot-device's does
         client.shutdown()
-
-
-def test_asyncio_handler_setter_does_not_block_the_event_loop(hub, device_cs, client_kwargs, unique_id):
-    async def scenario():
-        client = AioDeviceClient.create_from_connection_string(device_cs, **client_kwargs)
-        received = asyncio.get_running_loop().create_future()
-        ticks = 0
-
-        async def ticker():
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.001)
-
-        task = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0.01)
-        started = time.monotonic()
-        # Subscribing means connecting first (TLS + CONNACK + SUBACK): it happens in the background.
-        client.on_message_received = lambda m: received.get_loop().call_soon_threadsafe(
-            lambda: received.done() or received.set_result(m.data)
-        )
-        setter_took = time.monotonic() - started
-        assert setter_took < 0.05, "the handler setter blocked the loop for {:.3f}s".format(setter_took)
-        deadline = time.monotonic() + 20
-        while not client.connected and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.3)  # the SUBSCRIBE follows the CONNACK
-        hub.send_c2d(unique_id, "through the background subscription")
-        assert await asyncio.wait_for(received, 20) == b"through the background subscription"
-        assert ticks > 10
-        task.cancel()
-        await client.shutdown()
-
-    asyncio.run(scenario())
 
 
 def test_asyncio_operations_run_on_the_core_runtime_without_a_second_one(device_cs, client_kwargs):

@@ -23,9 +23,6 @@ _logger = logging.getLogger("ironhub")
 class _AsyncOperations(ClientBase):
     """The awaitable operations both asyncio clients have."""
 
-    def _install_handler(self, name: str, value: Handler) -> None:
-        self._native.set_handler_nowait(name, value)
-
     def _adapt_handler(self, value: Handler) -> Handler:
         if value is None or not asyncio.iscoroutinefunction(value):
             return value
