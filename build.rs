@@ -1,17 +1,25 @@
-//! Build script: regenerates the committed C header `include/ironhub.h` with cbindgen and writes a
-//! pkg-config file next to the built library.
+//! Build script: with the `capi` feature, regenerates the committed C header `include/ironhub.h`
+//! with cbindgen and writes a pkg-config file next to the built library. Without it (Rust users,
+//! the Python crate) it does nothing.
 //!
 //! It never fails the build. Other engineers edit `src/` concurrently, so a parse error here is
 //! usually someone's half-saved file: we warn and keep the last good header. Real drift between the
 //! sources and the committed header is caught by the staleness test in `tests/c_abi.rs`.
 
+#![cfg_attr(not(feature = "capi"), allow(unused_imports))]
+
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "capi")]
 #[path = "tests/c/gen_header.rs"]
 mod gen_header;
 
+#[cfg(not(feature = "capi"))]
+fn main() {}
+
+#[cfg(feature = "capi")]
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     println!("cargo:rerun-if-changed=src/ffi");
@@ -30,6 +38,7 @@ fn main() {
     write_pkg_config(&manifest_dir);
 }
 
+#[cfg(feature = "capi")]
 /// Rewriting an unchanged header would bump its mtime and make every C consumer rebuild.
 fn write_if_changed(path: &Path, contents: &str) {
     if fs::read_to_string(path).ok().as_deref() == Some(contents) {
@@ -43,6 +52,7 @@ fn write_if_changed(path: &Path, contents: &str) {
     }
 }
 
+#[cfg(feature = "capi")]
 /// `ironhub.pc` for in-tree use: libdir is the profile directory the library lands in
 /// (`target/<profile>`), includedir is this repo's `include/`. Installs configure the same
 /// template from CMake with their own prefix.
@@ -57,6 +67,7 @@ fn write_pkg_config(manifest_dir: &Path) {
     write_if_changed(&profile_dir.join("ironhub.pc"), &pc);
 }
 
+#[cfg(feature = "capi")]
 /// OUT_DIR is `<target>/<profile>/build/ironhub-<hash>/out`; the library goes to `<target>/<profile>`.
 fn profile_dir() -> Option<PathBuf> {
     let out = PathBuf::from(env::var_os("OUT_DIR")?);

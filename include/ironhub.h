@@ -1,6 +1,8 @@
 /*
  * ironhub: Azure IoT Hub device and module client, C API.
- * Contract: docs in shared spec c-api.md. Link with -lironhub (pkg-config ironhub).
+ * The contract (names, result codes, ownership, lifetimes, threading) is docs/c-api.md in the
+ * ironhub repository; every declaration below repeats the rules that apply to it.
+ * Link with -lironhub (pkg-config ironhub).
  */
 
 #ifndef IRONHUB_H
@@ -21,6 +23,9 @@
 /**
  * Outcome of every fallible call. `IRONHUB_OK` is 0; every other value is an error whose
  * detail (if any) is available from `ironhub_last_error_message` on the same thread.
+ *
+ * This enum is the one list of codes: their names (`ironhub_result_str`) and the conversion from
+ * a raw number are derived from it, so nothing is kept in step by hand.
  */
 enum ironhub_result
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -80,6 +85,11 @@ enum ironhub_result
    * A Rust panic was caught at the boundary; the call had no effect that can be relied on.
    */
   IRONHUB_ERROR_PANIC = 13,
+  /**
+   * The call is not allowed from inside a callback of this client (`ironhub_client_free`):
+   * it would wait for the very callback that made it. Nothing was done.
+   */
+  IRONHUB_ERROR_IN_CALLBACK = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -116,18 +126,25 @@ typedef uint32_t ironhub_connection_reason;
 #endif // __cplusplus
 
 /**
- * A device or module client. Any number of threads may use one client at once.
+ * A device or module client. Any number of threads may call its functions at once (from
+ * callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
+ * call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
  */
 typedef struct ironhub_client ironhub_client;
 
 /**
- * A message: payload bytes plus system and application properties.
+ * A message: payload bytes plus system and application properties. One thread at a time may
+ * use a message while any thread changes it (setters, free); read-only calls (getters) may run
+ * on many threads at once. Pointers from getters are borrowed from the message: valid until the
+ * next setter call on it or its free (a message lent to a callback: until the callback returns).
  */
 typedef struct ironhub_message ironhub_message;
 
 /**
  * Options for a client factory. Create with `ironhub_options_new`, free with
- * `ironhub_options_free`; factories copy it, so it may be freed right after.
+ * `ironhub_options_free`; factories copy it, so it may be freed right after. One thread at a time
+ * may use an options handle while any thread changes it (setters, free); factories only read it
+ * and may share it. Every setter copies its string arguments.
  */
 typedef struct ironhub_options ironhub_options;
 
@@ -138,19 +155,49 @@ typedef struct ironhub_provisioning_client ironhub_provisioning_client;
 
 /**
  * Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
- * dispatcher thread, with `IRONHUB_OK` at PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED`
- * when the client is disconnected, shut down or freed first).
+ * dispatcher thread (one at a time with the client's other callbacks), with `IRONHUB_OK` at
+ * PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED` when the client is disconnected, shut
+ * down or freed first). It may call any function of the client except `ironhub_client_free`
+ * (`IRONHUB_ERROR_IN_CALLBACK`). `ironhub_client_free` returns only after every owed completion
+ * ran, so `user_data` may be released then.
  */
 typedef void (*ironhub_send_callback)(void *user_data, ironhub_result result);
 
 /**
- * A received C2D message (device) or input message (module, with its input name).
+ * A received C2D message (device) or input message (module, with its input name, see
+ * `ironhub_message_input_name`). `m` and every string read from it live until the callback
+ * returns; never free it.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_message_callback)(void *user_data, const ironhub_message *m);
 
 /**
  * A direct method request; answer with `ironhub_client_send_method_response(request_id, ...)`
- * now or later, from any thread. `payload_json` is JSON text (`null` when none was sent).
+ * now or later, from any thread (copy `request_id` to answer later). `payload_json` is JSON text
+ * (`null` when none was sent). The three strings live until the callback returns.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_method_callback)(void *user_data,
                                         const char *request_id,
@@ -158,12 +205,37 @@ typedef void (*ironhub_method_callback)(void *user_data,
                                         const char *payload_json);
 
 /**
- * A desired-properties patch as JSON text, with `$version`.
+ * A desired-properties patch as JSON text, with `$version`; `patch_json` lives until the callback
+ * returns.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_twin_patch_callback)(void *user_data, const char *patch_json);
 
 /**
  * The connection went up or down, and why.
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_connection_state_callback)(void *user_data,
                                                   bool connected,
@@ -171,12 +243,37 @@ typedef void (*ironhub_connection_state_callback)(void *user_data,
 
 /**
  * The SAS token given to `ironhub_client_create_from_sastoken` expires in 120 s: call
- * `ironhub_client_update_sastoken`.
+ * `ironhub_client_update_sastoken` (from the callback or any thread).
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_sastoken_callback)(void *user_data);
 
 /**
- * An error no caller was waiting for (e.g. a failed automatic reconnect), with its detail.
+ * An error no caller was waiting for (e.g. a failed automatic reconnect): `kind` is the result
+ * code it maps to, `message` its text (lives until the callback returns; never contains secrets).
+ *
+ * Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+ * - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+ *   and never on a network thread; callbacks of one client run one at a time, in order.
+ * - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+ * - It may call any function of its own client (send, twin, method response, handler setters,
+ *   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+ *   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+ *   dispatcher thread until it returns (bounded by `operation_timeout`).
+ * - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+ *   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+ *   running and never runs again, so `user_data` may be released.
  */
 typedef void (*ironhub_background_exception_callback)(void *user_data,
                                                       ironhub_result kind,
@@ -242,10 +339,17 @@ ironhub_result ironhub_client_create_from_edge_environment(const ironhub_options
 
 /**
  * Shuts the client down and frees it. Returns after every async send callback ran and with no
- * handler running or left to run, so user_data may be released. Must not be called from a
- * callback. NULL-safe; a second free of the same handle is a no-op.
+ * handler running or left to run, so user_data may be released; `c` is invalid afterwards.
+ *
+ * - NULL: `IRONHUB_OK`, nothing done.
+ * - From inside one of this client's callbacks: `IRONHUB_ERROR_IN_CALLBACK`, nothing done (it
+ *   would wait for that very callback); free it from another thread once the callback returned.
+ * - A handle that is not a live client of this library (e.g. already freed) is undefined
+ *   behaviour: free each client exactly once. The library detects some such calls and returns
+ *   `IRONHUB_ERROR_INVALID_ARGUMENT`, but cannot once the address was reused.
+ * - No other call may use `c` while this one runs or after it returned.
  */
-void ironhub_client_free(ironhub_client *c);
+ironhub_result ironhub_client_free(ironhub_client *c);
 
 /**
  * Connects and returns at CONNACK.
@@ -375,8 +479,8 @@ ironhub_result ironhub_client_on_background_exception(ironhub_client *c,
                                                       void *user_data);
 
 /**
- * Frees a string this library returned (e.g. by `ironhub_client_get_twin`). NULL-safe; a second
- * free of the same pointer, or a pointer not from this library, is ignored.
+ * Frees a string this library returned (e.g. by `ironhub_client_get_twin`). NULL-safe. Free each
+ * string exactly once; a pointer this library did not return is ignored.
  */
 void ironhub_string_free(char *s);
 
@@ -387,7 +491,8 @@ void ironhub_string_free(char *s);
 ironhub_message *ironhub_message_new(const uint8_t *data, size_t len);
 
 /**
- * Frees a message made by `ironhub_message_new`. NULL-safe and idempotent; a message lent to a
+ * Frees a message made by `ironhub_message_new`. NULL-safe; free each message exactly once. A message
+ * lent to a
  * callback is not the caller's and is left alone.
  */
 void ironhub_message_free(ironhub_message *m);
@@ -439,60 +544,66 @@ ironhub_result ironhub_message_set_as_security_message(ironhub_message *m);
 ironhub_result ironhub_message_set_property(ironhub_message *m, const char *key, const char *value);
 
 /**
- * The payload (borrowed from `m`) and its length in `*len`. NULL when `m` or `len` is NULL
+ * The payload (borrowed from `m`: valid until `m` is freed; setters do not change it) and its length
+ * in `*len`. NULL when `m` or `len` is NULL
  * (then `*len` is not written). An empty payload gives a non-NULL pointer and length 0.
  */
-const uint8_t *ironhub_message_data(const ironhub_message *m, size_t *len);
+const uint8_t *ironhub_message_data(const ironhub_message *m,
+                                    size_t *len);
 
 /**
- * `message_id`, borrowed from `m`; NULL if unset.
+ * `message_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_message_id(const ironhub_message *m);
 
 /**
- * `correlation_id`, borrowed; NULL if unset.
+ * `correlation_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_correlation_id(const ironhub_message *m);
 
 /**
- * `user_id`, borrowed; NULL if unset.
+ * `user_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_user_id(const ironhub_message *m);
 
 /**
- * `content_type`, borrowed; NULL if unset.
+ * `content_type`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_content_type(const ironhub_message *m);
 
 /**
- * `content_encoding`, borrowed; NULL if unset.
+ * `content_encoding`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_content_encoding(const ironhub_message *m);
 
 /**
- * `expiry_time_utc`, borrowed; NULL if unset.
+ * `expiry_time_utc`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_expiry_time_utc(const ironhub_message *m);
 
 /**
- * `output_name`, borrowed; NULL if unset.
+ * `output_name`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
  */
 const char *ironhub_message_output_name(const ironhub_message *m);
 
 /**
- * Input the message arrived on (module clients), borrowed; NULL for C2D messages.
+ * Input the message arrived on (module clients), borrowed from `m` (valid until the next setter or
+ * free of `m`); NULL for C2D messages.
  */
 const char *ironhub_message_input_name(const ironhub_message *m);
 
 /**
- * `iothub-ack` of a received C2D message, borrowed; NULL if absent.
+ * `iothub-ack` of a received C2D message, borrowed from `m` (valid until the next setter or free of
+ * `m`); NULL if absent.
  */
 const char *ironhub_message_ack(const ironhub_message *m);
 
 /**
- * Value of application property `key`, borrowed from `m`; NULL if absent or on bad arguments.
+ * Value of application property `key`, borrowed from `m` (valid until the next setter or free of `m`);
+ * NULL if absent or on bad arguments.
  */
-const char *ironhub_message_property(const ironhub_message *m, const char *key);
+const char *ironhub_message_property(const ironhub_message *m,
+                                     const char *key);
 
 /**
  * Number of application properties (0 when `m` is NULL).
@@ -500,7 +611,8 @@ const char *ironhub_message_property(const ironhub_message *m, const char *key);
 size_t ironhub_message_property_count(const ironhub_message *m);
 
 /**
- * The `i`-th application property (insertion order), both borrowed from `m`.
+ * The `i`-th application property (insertion order), both borrowed from `m` (valid until the
+ * next setter or free of `m`).
  * `i` out of range is `IRONHUB_ERROR_INVALID_ARGUMENT`.
  */
 ironhub_result ironhub_message_property_at(const ironhub_message *m,
@@ -514,7 +626,8 @@ ironhub_result ironhub_message_property_at(const ironhub_message *m,
 ironhub_options *ironhub_options_new(void);
 
 /**
- * Frees options. NULL-safe; freeing the same handle twice is a no-op.
+ * Frees options. NULL-safe; free each handle exactly once (factories copy the options, so it may
+ * be freed right after the factory returned).
  */
 void ironhub_options_free(ironhub_options *o);
 

@@ -132,6 +132,7 @@ impl Client {
         if let Some(m) = module_id {
             require("module_id", m)?;
         }
+        crate::validate::sastoken_ttl_refused(&options, "an X.509 certificate")?;
         // Read the files now: a bad path or key is a bad argument, not a later connection failure.
         crate::transport::tls::load_client_identity(&x509)?;
         let identity = Identity {
@@ -231,6 +232,9 @@ impl Client {
     /// Pipelined send: validates and (when connected) queues the message at once, in call order,
     /// without waiting for earlier PUBACKs; the future resolves at this message's PUBACK.
     pub fn send_message_pipelined(&self, message: &Message) -> SendFuture {
+        if let Err(e) = crate::validate::message(message) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         self.session().clone().send_pipelined(message)
     }
 
@@ -241,6 +245,9 @@ impl Client {
         let mut m = message.clone();
         if let Some(o) = output_name {
             m.output_name = Some(o.to_string());
+        }
+        if let Err(e) = crate::validate::message(&m) {
+            return callback(Err(e));
         }
         self.session().clone().send_with_callback(&m, callback)
     }

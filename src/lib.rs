@@ -4,7 +4,8 @@
 //!   surface of azure-iot-device's `IoTHubDeviceClient` / `IoTHubModuleClient` (factories, options,
 //!   operations, handlers, deprecated receive APIs), plus pipelined sends.
 //! - [`service::ServiceClient`]: a small IoT Hub service client (twins, direct methods).
-//! - `ffi`: the C ABI (over this crate's API, no logic of its own).
+//! - `ffi` (feature `capi`): the C ABI (over this crate's API, no logic of its own).
+//! - [`validate`]: the input rules every surface applies, one function each.
 //!
 //! Handlers never run on a network loop: they run on a small shared dispatcher pool, one at a time
 //! per client. No call blocks without a bound (`ClientOptions::operation_timeout`), and no key,
@@ -34,11 +35,13 @@
 pub use serde_json;
 
 pub mod auth;
+mod batch;
 pub mod blocking;
 mod bounds;
 pub mod client;
 mod dispatch;
 pub mod error;
+#[cfg(feature = "capi")]
 pub mod ffi;
 mod handlers;
 pub mod message;
@@ -49,6 +52,7 @@ pub mod service;
 mod session;
 pub mod transport;
 pub mod upload;
+pub mod validate;
 
 pub use auth::Identity;
 pub use client::{
@@ -59,6 +63,12 @@ pub use dispatch::HandlerContext;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{ConnectionReason, ConnectionStateChange, Message, MethodRequest, MethodResponse, X509};
 pub use options::{ClientOptions, ProxyOptions, ProxyType};
+
+/// The shared tokio runtime every client runs on, for adapters that bridge it to another event
+/// loop (the Python wheel's asyncio futures through pyo3-async-runtimes): no second runtime.
+pub fn runtime_handle() -> &'static tokio::runtime::Handle {
+    runtime::handle()
+}
 
 /// The crate version (equal to Cargo.toml's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,7 +8,7 @@
 //! Needs on the machine: cc/c++ (gcc), valgrind, cmake, pkg-config, openssl (test certificates)
 //! and Go; a missing tool fails the test that needs it rather than skipping it.
 //!
-//! The cdylib comes from `cargo build -p ironhub --lib`, which this harness runs itself (cargo
+//! The cdylib comes from `cargo build -p ironhub --lib --features capi`, which this harness runs itself (cargo
 //! test alone does not refresh `target/<profile>/libironhub.so`); set `IRONHUB_SKIP_CDYLIB_BUILD=1`
 //! to use the existing artifact as is.
 //!
@@ -46,7 +46,7 @@ fn cdylib_dir() -> &'static Path {
             let profile = dir.file_name().and_then(|p| p.to_str()).unwrap_or("debug");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "ironhub", "--lib"]).env("CARGO_TARGET_DIR", target_dir).current_dir(repo());
+            cmd.args(["build", "-p", "ironhub", "--lib", "--features", "capi"]).env("CARGO_TARGET_DIR", target_dir).current_dir(repo());
             if profile == "release" {
                 cmd.arg("--release");
             }
@@ -303,6 +303,50 @@ fn c_provisioning_and_upload_asan() {
 }
 
 #[test]
+fn validation_table_through_the_c_abi() {
+    let text = std::fs::read_to_string(repo().join("tests/validation_cases.json")).unwrap();
+    let table: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = table["cases"].as_array().unwrap();
+    let tsv: String = cases
+        .iter()
+        .map(|c| format!("{}\t{}\n", c["rule"].as_str().unwrap(), c["value"].as_str().unwrap()))
+        .collect();
+    let file = out_dir().join("validation_cases.tsv");
+    std::fs::write(&file, tsv).unwrap();
+    let exe = compile("test_validation", &[&c_source("test_validation.c")], Flavor::Asan);
+    let out = run_program(&exe, &[file.to_str().unwrap()], &[], Flavor::Asan);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "{out}");
+    let mut failures = Vec::new();
+    for (case, line) in cases.iter().zip(&lines) {
+        let expect = match case["expect"].as_str().unwrap() {
+            "ok" => "IRONHUB_OK",
+            "invalid_argument" => "IRONHUB_ERROR_INVALID_ARGUMENT",
+            other => panic!("unknown kind {other}"),
+        };
+        let got = line.split(' ').nth(1).unwrap_or("");
+        let contains = case["contains"].as_str().is_none_or(|s| line.contains(s));
+        if got != expect || !contains {
+            failures.push(format!("{case}: got {line}"));
+        }
+    }
+    assert!(failures.is_empty(), "C disagrees with the table:\n{}", failures.join("\n"));
+}
+
+/// Issue 8's re-entrancy through C: every operation from inside every callback, on several clients,
+/// while a canary client keeps sending; free from a callback; free with completions queued.
+#[test]
+fn c_reentrancy_plain() {
+    let out = check_program("test_reentrancy", &[&c_source("test_reentrancy.c")], Flavor::Plain);
+    assert!(out.contains("reentrancy ok"), "{out}");
+}
+
+#[test]
+fn c_reentrancy_asan() {
+    check_program("test_reentrancy", &[&c_source("test_reentrancy.c")], Flavor::Asan);
+}
+
+#[test]
 fn cpp_wrapper() {
     check_program("test_cpp_wrapper", &[&c_source("test_cpp_wrapper.cpp")], Flavor::Plain);
 }
@@ -350,8 +394,12 @@ fn go_binding() {
     assert!(built.status.success(), "go test -c failed:\n{}", String::from_utf8_lossy(&built.stderr));
     let mut env = service::environment("go");
     env.push(("IRONHUB_TEST_VERSION".into(), env!("CARGO_PKG_VERSION").into()));
+    let cases = repo().join("tests/validation_cases.json");
+    env.push(("IRONHUB_VALIDATION_CASES".into(), cases.display().to_string()));
     let out = run_program(&exe, &["-test.v", "-test.timeout=240s"], &env, Flavor::Plain);
-    assert!(out.contains("--- PASS: TestAgainstEmulator"), "{out}");
+    for test in ["TestAgainstEmulator", "TestFactories", "TestValidationTable"] {
+        assert!(out.contains(&format!("--- PASS: {test}")), "{test} did not pass:\n{out}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

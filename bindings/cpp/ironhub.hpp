@@ -325,7 +325,12 @@ private:
     static const ironhub_options *opts(const options *o) { return o ? o->get() : nullptr; }
 
     void reset() noexcept {
-        ironhub_client_free(c_);  // NULL-safe; returns once no callback can run any more
+        // NULL-safe; returns once no callback can run any more. From inside one of this client's
+        // callbacks it refuses (IRONHUB_ERROR_IN_CALLBACK): then the handlers must stay alive, so
+        // the client is left running rather than freed under its own callback.
+        if (ironhub_client_free(c_) != IRONHUB_OK) {
+            return;
+        }
         c_ = nullptr;
         handlers_.reset();
     }

@@ -1,5 +1,6 @@
 // C side of the Go binding's callbacks: the trampolines hand ironhub's calls to the Go functions
-// exported in callbacks.go, with the cgo.Handle (an integer) carried as user_data.
+// exported in callbacks.go, with the cgo.Handle (an integer) carried as user_data. A zero handle
+// clears the callback.
 #include <stdint.h>
 
 #include "_cgo_export.h"
@@ -23,4 +24,12 @@ ironhub_result ironhub_go_on_message(ironhub_client *c, uintptr_t h) {
 
 ironhub_result ironhub_go_on_connection_state(ironhub_client *c, uintptr_t h) {
     return ironhub_client_on_connection_state_change(c, h ? (ironhub_connection_state_callback)goConnectionState : NULL, (void *)h);
+}
+
+ironhub_result ironhub_go_on_sastoken(ironhub_client *c, uintptr_t h) {
+    return ironhub_client_on_new_sastoken_required(c, h ? (ironhub_sastoken_callback)goSasTokenRequired : NULL, (void *)h);
+}
+
+ironhub_result ironhub_go_on_background_exception(ironhub_client *c, uintptr_t h) {
+    return ironhub_client_on_background_exception(c, h ? (ironhub_background_exception_callback)goBackgroundException : NULL, (void *)h);
 }

@@ -1,7 +1,9 @@
 package ironhub
 
 // The Go functions C calls back (declared to C through _cgo_export.h, used by callbacks.c).
-// This file holds //export functions, so its preamble has declarations only.
+// This file holds //export functions, so its preamble has declarations only. Each runs on an
+// ironhub dispatcher thread, one at a time per client; its arguments are copied into Go values
+// before the Go handler sees them (C lends them for the call only).
 
 /*
 #include "ironhub.h"
@@ -35,8 +37,8 @@ func goSendDone(userData unsafe.Pointer, result C.ironhub_result) {
 
 //export goMethodRequest
 func goMethodRequest(userData unsafe.Pointer, requestID, name, payload *C.char) {
-	f := cgo.Handle(uintptr(userData)).Value().(func(string, string, string))
-	f(C.GoString(requestID), C.GoString(name), C.GoString(payload))
+	f := cgo.Handle(uintptr(userData)).Value().(func(MethodRequest))
+	f(MethodRequest{RequestID: C.GoString(requestID), Name: C.GoString(name), PayloadJSON: C.GoString(payload)})
 }
 
 //export goTwinPatch
@@ -53,6 +55,18 @@ func goMessage(userData unsafe.Pointer, m *C.ironhub_message) {
 
 //export goConnectionState
 func goConnectionState(userData unsafe.Pointer, connected C.bool, reason C.ironhub_connection_reason) {
-	f := cgo.Handle(uintptr(userData)).Value().(func(bool, uint32))
-	f(bool(connected), uint32(reason))
+	f := cgo.Handle(uintptr(userData)).Value().(func(bool, Reason))
+	f(bool(connected), Reason(reason))
+}
+
+//export goSasTokenRequired
+func goSasTokenRequired(userData unsafe.Pointer) {
+	f := cgo.Handle(uintptr(userData)).Value().(func())
+	f()
+}
+
+//export goBackgroundException
+func goBackgroundException(userData unsafe.Pointer, kind C.ironhub_result, message *C.char) {
+	f := cgo.Handle(uintptr(userData)).Value().(func(error))
+	f(&Error{Code: Result(kind), Detail: C.GoString(message)})
 }

@@ -1,4 +1,5 @@
-// Declarations shared by the Go files and callbacks.c.
+// Declarations shared by the Go files and callbacks.c: one trampoline per C callback type, each
+// registering the Go function exported in callbacks.go with a cgo.Handle as user_data.
 #ifndef IRONHUB_GO_SHIM_H
 #define IRONHUB_GO_SHIM_H
 #include <stdint.h>
@@ -9,4 +10,6 @@ ironhub_result ironhub_go_on_method(ironhub_client *c, uintptr_t h);
 ironhub_result ironhub_go_on_twin_patch(ironhub_client *c, uintptr_t h);
 ironhub_result ironhub_go_on_message(ironhub_client *c, uintptr_t h);
 ironhub_result ironhub_go_on_connection_state(ironhub_client *c, uintptr_t h);
+ironhub_result ironhub_go_on_sastoken(ironhub_client *c, uintptr_t h);
+ironhub_result ironhub_go_on_background_exception(ironhub_client *c, uintptr_t h);
 #endif

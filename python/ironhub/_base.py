@@ -4,6 +4,7 @@ and ``aio``. (The rule that an application uses either handlers or the deprecate
 ``receive_*`` APIs, never both, is enforced by the core.)
 """
 
+import warnings
 from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
 from . import _native
@@ -82,11 +83,23 @@ class ClientBase:
         """Hook for the asyncio clients (their coroutine handlers run on the app's loop)."""
         return value
 
+    def _install_handler(self, name: str, value: Handler) -> None:
+        """Hands the handler to the native client; returns once it is (un)subscribed."""
+        self._native.set_handler(name, value)
+
     def _set_handler(self, name: str, value: Handler) -> None:
         if value is not None and not callable(value):
             raise TypeError("handler must be callable or None")
-        self._native.set_handler(name, self._adapt_handler(value))
+        self._install_handler(name, self._adapt_handler(value))
         self._handlers[name] = value
+
+    @property
+    def connection_state_reason(self) -> Optional[str]:
+        """ironhub: why the connection state last changed, as azure-iot-sdk-c names it
+        (``"OK"``, ``"NO_NETWORK"``, ``"EXPIRED_SAS_TOKEN"``, ``"DEVICE_DISABLED"``,
+        ``"BAD_CREDENTIAL"``, ``"RETRY_EXPIRED"``, ``"COMMUNICATION_ERROR"``,
+        ``"NO_PING_RESPONSE"``, ``"CLIENT_CLOSE"``); ``None`` before the first change."""
+        return self._native.connection_state_reason
 
     @property
     def on_message_received(self) -> Handler:
@@ -197,6 +210,15 @@ class ModuleFactories(ClientBase):
         :raises OSError: the environment is not configured.
         """
         return cls(_native.Client.create_from_edge_environment(kwargs, _NOT_FOR_EDGE))
+
+
+def _deprecated(name: str, instead: str) -> None:
+    """The warning azure-iot-device's deprecated ``receive_*`` APIs give."""
+    warnings.warn(
+        "{} is deprecated since azure-iot-device 2.3.0: use {}".format(name, instead),
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def as_message(value: Any) -> Message:

@@ -8,10 +8,8 @@ from typing import Any, Dict, Optional
 
 from . import _native
 
-# The interface id IoT Hub reserves for Azure Security Center for IoT messages.
-_SECURITY_MESSAGE_INTERFACE_ID = "urn:azureiot:Security:SecurityAgent:1"
-
-_PROXY_TYPES = ("HTTP", "SOCKS4", "SOCKS5")
+# The interface id IoT Hub reserves for Azure Security Center for IoT messages (the core's).
+_SECURITY_MESSAGE_INTERFACE_ID = _native.SECURITY_MESSAGE_INTERFACE_ID
 
 
 class Message:
@@ -168,9 +166,9 @@ class ProxyOptions:
         proxy_username: Optional[str] = None,
         proxy_password: Optional[str] = None,
     ) -> None:
-        """``proxy_type`` is ``"HTTP"``, ``"SOCKS4"`` or ``"SOCKS5"`` (else ``ValueError``)."""
-        if proxy_type not in _PROXY_TYPES:
-            raise ValueError("Invalid Proxy Type")
+        """``proxy_type`` is ``"HTTP"``, ``"SOCKS4"`` or ``"SOCKS5"``, in any case (else
+        ``ValueError``): the core's rule, the same in every ironhub surface."""
+        _native.check_proxy_type(proxy_type)
         self._proxy_type = proxy_type
         self._proxy_addr = proxy_addr
         self._proxy_port = int(proxy_port)

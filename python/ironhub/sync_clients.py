@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _native
 
-from ._base import ClientBase, DeviceFactories, ModuleFactories, as_message
+from ._base import ClientBase, DeviceFactories, ModuleFactories, as_message, _deprecated
 from .models import Message, MethodRequest, MethodResponse
 
 
@@ -78,6 +78,7 @@ class _SyncOperations(ClientBase):
         """Deprecated since azure-iot-device 2.3.0: use ``on_method_request_received``.
         Returns the next request (for ``method_name``, or any not claimed by name), or
         ``None`` if none came before ``timeout`` (at once when ``block`` is false)."""
+        _deprecated("receive_method_request", "on_method_request_received")
         return self._native.receive_method_request(method_name, block, timeout)
 
     def receive_twin_desired_properties_patch(
@@ -85,6 +86,7 @@ class _SyncOperations(ClientBase):
     ) -> Optional[Dict[str, Any]]:
         """Deprecated since azure-iot-device 2.3.0: use
         ``on_twin_desired_properties_patch_received``. Returns the next patch or ``None``."""
+        _deprecated("receive_twin_desired_properties_patch", "on_twin_desired_properties_patch_received")
         return self._native.receive_twin_desired_properties_patch(block, timeout)
 
 
@@ -94,6 +96,7 @@ class IoTHubDeviceClient(DeviceFactories, _SyncOperations):
     def receive_message(self, block: bool = True, timeout: Optional[float] = None) -> Optional[Message]:
         """Deprecated since azure-iot-device 2.3.0: use ``on_message_received``. Returns the
         next cloud-to-device message, or ``None``."""
+        _deprecated("receive_message", "on_message_received")
         return self._native.receive_message(block, timeout)
 
     def get_storage_info_for_blob(self, blob_name: str) -> Dict[str, Any]:
@@ -141,4 +144,5 @@ class IoTHubModuleClient(ModuleFactories, _SyncOperations):
     ) -> Optional[Message]:
         """Deprecated since azure-iot-device 2.3.0: use ``on_message_received``. Returns the
         next message that arrived on ``input_name``, or ``None``."""
+        _deprecated("receive_message_on_input", "on_message_received")
         return self._native.receive_message_on_input(input_name, block, timeout)

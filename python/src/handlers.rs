@@ -2,13 +2,20 @@
 //! network loop); each call takes the GIL, converts the delivery into Python objects, calls the
 //! handler, and logs an exception it raises through Python's `logging` (logger `ironhub`) so the
 //! client goes on, as azure-iot-device does.
+//!
+//! The Python callables live in `Slots`, owned by the native client and visible to Python's
+//! garbage collector (`Client.__traverse__` / `__clear__`): the closures given to the core only
+//! look a slot up when they run. So a handler that captures its own client forms a cycle the
+//! collector can see and break, instead of one hidden inside Rust that keeps the client alive.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use ironhub::Client;
+use ironhub::{Client, ConnectionReason};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::convert::{from_json, message_to_py, method_request_to_py};
 use crate::errors::to_py_err;
@@ -23,12 +30,59 @@ pub const HANDLER_NAMES: &[&str] = &[
     "background_exception",
 ];
 
-/// Calls `handler` with the arguments `args` builds; logs whatever goes wrong.
-fn invoke<F>(kind: &'static str, handler: &Py<PyAny>, args: F)
+/// The Python handler of each kind, and the last connection state reason.
+#[derive(Default)]
+pub struct Slots {
+    handlers: Mutex<HashMap<&'static str, Py<PyAny>>>,
+    reason: Mutex<Option<ConnectionReason>>,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, HashMap<&'static str, Py<PyAny>>> {
+        self.handlers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, py: Python<'_>, kind: &str) -> Option<Py<PyAny>> {
+        self.lock().get(kind).map(|h| h.clone_ref(py))
+    }
+
+    fn put(&self, kind: &'static str, handler: Option<Py<PyAny>>) -> Option<Py<PyAny>> {
+        match handler {
+            Some(h) => self.lock().insert(kind, h),
+            None => self.lock().remove(kind),
+        }
+    }
+
+    /// Why the connection state last changed (None before the first change).
+    pub fn reason(&self) -> Option<ConnectionReason> {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets the collector see the handlers (never blocks: a slot being changed is skipped).
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(map) = self.handlers.try_lock() {
+            for h in map.values() {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every handler (the collector breaking a cycle); the core's closures find none.
+    pub fn clear(&self) -> Vec<Py<PyAny>> {
+        self.lock().drain().map(|(_, h)| h).collect()
+    }
+}
+
+/// Calls the handler of `kind` (if one is set) with the arguments `args` builds; logs whatever
+/// goes wrong. Holds the slots weakly: a collected client's late delivery finds nothing.
+fn invoke<F>(slots: &Weak<Slots>, kind: &'static str, args: F)
 where
     F: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
 {
+    let Some(slots) = slots.upgrade() else { return };
     Python::attach(|py| {
+        let Some(handler) = slots.get(py, kind) else { return };
         if let Err(err) = args(py).and_then(|a| handler.call1(py, a)) {
             log_handler_exception(py, kind, err);
         }
@@ -42,16 +96,10 @@ pub fn log_handler_exception(py: Python<'_>, kind: &str, err: PyErr) {
         if let Some(tb) = err.traceback(py) {
             value.setattr("__traceback__", tb)?;
         }
-        let logger = py
-            .import("logging")?
-            .call_method1("getLogger", ("ironhub",))?;
+        let logger = py.import("logging")?.call_method1("getLogger", ("ironhub",))?;
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("exc_info", value)?;
-        logger.call_method(
-            "error",
-            ("Exception in the %s handler; the client goes on", kind),
-            Some(&kwargs),
-        )?;
+        logger.call_method("error", ("Exception in the %s handler; the client goes on", kind), Some(&kwargs))?;
         Ok(())
     })();
     if logged.is_err() {
@@ -60,86 +108,91 @@ pub fn log_handler_exception(py: Python<'_>, kind: &str, err: PyErr) {
     }
 }
 
-/// Installs (or with `None` removes) the handler `kind`; runs without the GIL because the core
-/// waits for a running handler of this client to finish, and that handler needs the GIL.
-pub fn set(
-    py: Python<'_>,
+fn kind_name(kind: &str) -> PyResult<&'static str> {
+    HANDLER_NAMES
+        .iter()
+        .copied()
+        .find(|k| *k == kind)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown handler kind {kind:?}")))
+}
+
+/// Installs the connection state handler for good at creation: it records the reason (for
+/// `connection_state_reason`) and calls the Python handler when one is set.
+pub fn install_state_tracking(client: &Client, slots: &Arc<Slots>) -> ironhub::Result<()> {
+    let weak = Arc::downgrade(slots);
+    client.on_connection_state_change(Some(Arc::new(move |change: ironhub::ConnectionStateChange| {
+        if let Some(s) = weak.upgrade() {
+            *s.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(change.reason);
+        }
+        // azure-iot-device's handler takes no argument; the app reads `connected`.
+        invoke(&weak, "connection_state_change", |py| Ok(PyTuple::empty(py)))
+    })))
+}
+
+/// The core call that (un)registers `kind` with the core: a closure that looks its slot up, or
+/// None to clear (and, for receive kinds, unsubscribe). `None` for kinds the core never needs
+/// to hear about again (the state handler is installed once by `install_state_tracking`).
+fn core_setter(
     client: &Client,
-    kind: &str,
-    handler: Option<Py<PyAny>>,
-) -> PyResult<()> {
+    slots: &Arc<Slots>,
+    kind: &'static str,
+    on: bool,
+) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ironhub::Result<()>> + Send>>> {
     let c = client.clone();
-    let result = match kind {
+    let w = Arc::downgrade(slots);
+    Some(match kind {
         "message" => {
-            let h = handler.map(|h| {
+            let h = on.then(|| -> ironhub::MessageHandler {
                 Arc::new(move |m: ironhub::Message| {
-                    invoke("on_message_received", &h, |py| {
-                        PyTuple::new(py, [message_to_py(py, &m)?])
-                    })
-                }) as ironhub::MessageHandler
+                    invoke(&w, "message", |py| PyTuple::new(py, [message_to_py(py, &m)?]))
+                })
             });
-            py.detach(|| crate::background::block_on(async move { c.on_message_received(h).await }))
+            Box::pin(async move { c.on_message_received(h).await })
         }
         "method_request" => {
-            let h = handler.map(|h| {
+            let h = on.then(|| -> ironhub::MethodRequestHandler {
                 Arc::new(move |r: ironhub::MethodRequest| {
-                    invoke("on_method_request_received", &h, |py| {
-                        PyTuple::new(py, [method_request_to_py(py, &r)?])
-                    })
-                }) as ironhub::MethodRequestHandler
+                    invoke(&w, "method_request", |py| PyTuple::new(py, [method_request_to_py(py, &r)?]))
+                })
             });
-            py.detach(|| {
-                crate::background::block_on(async move { c.on_method_request_received(h).await })
-            })
+            Box::pin(async move { c.on_method_request_received(h).await })
         }
         "twin_desired_properties_patch" => {
-            let h = handler.map(|h| {
+            let h = on.then(|| -> ironhub::TwinPatchHandler {
                 Arc::new(move |patch: serde_json::Value| {
-                    invoke("on_twin_desired_properties_patch_received", &h, |py| {
-                        PyTuple::new(py, [from_json(py, &patch)?])
-                    })
-                }) as ironhub::TwinPatchHandler
-            });
-            py.detach(|| {
-                crate::background::block_on(async move {
-                    c.on_twin_desired_properties_patch_received(h).await
+                    invoke(&w, "twin_desired_properties_patch", |py| PyTuple::new(py, [from_json(py, &patch)?]))
                 })
-            })
-        }
-        "connection_state_change" => {
-            // azure-iot-device's handler takes no argument; the app reads `connected`.
-            let h = handler.map(|h| {
-                Arc::new(move |_change: ironhub::ConnectionStateChange| {
-                    invoke("on_connection_state_change", &h, |py| {
-                        Ok(PyTuple::empty(py))
-                    })
-                }) as ironhub::ConnectionStateHandler
             });
-            py.detach(|| c.on_connection_state_change(h))
+            Box::pin(async move { c.on_twin_desired_properties_patch_received(h).await })
         }
         "new_sastoken_required" => {
-            let h = handler.map(|h| {
-                Arc::new(move || {
-                    invoke("on_new_sastoken_required", &h, |py| Ok(PyTuple::empty(py)))
-                }) as ironhub::SasTokenRequiredHandler
+            let h = on.then(|| -> ironhub::SasTokenRequiredHandler {
+                Arc::new(move || invoke(&w, "new_sastoken_required", |py| Ok(PyTuple::empty(py))))
             });
-            py.detach(|| c.on_new_sastoken_required(h))
+            Box::pin(std::future::ready(c.on_new_sastoken_required(h)))
         }
         "background_exception" => {
-            let h = handler.map(|h| {
+            let h = on.then(|| -> ironhub::BackgroundExceptionHandler {
                 Arc::new(move |e: ironhub::Error| {
-                    invoke("on_background_exception", &h, |py| {
-                        PyTuple::new(py, [to_py_err(e).into_value(py)])
-                    })
-                }) as ironhub::BackgroundExceptionHandler
+                    invoke(&w, "background_exception", |py| PyTuple::new(py, [to_py_err(e).into_value(py)]))
+                })
             });
-            py.detach(|| c.on_background_exception(h))
+            Box::pin(std::future::ready(c.on_background_exception(h)))
         }
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown handler kind {other:?}"
-            )))
-        }
+        _ => return None,
+    })
+}
+
+/// Sets (or with `None` clears) the handler `kind` and waits for the core (which may subscribe,
+/// and waits for a running handler of this client): without the GIL, which that handler needs.
+pub fn set(py: Python<'_>, client: &Client, slots: &Arc<Slots>, kind: &str, handler: Option<Py<PyAny>>) -> PyResult<()> {
+    let kind = kind_name(kind)?;
+    let on = handler.is_some();
+    let old = slots.put(kind, handler);
+    let result = match core_setter(client, slots, kind, on) {
+        Some(fut) => crate::aio::block_on_interruptible(py, fut)?,
+        None => Ok(()),
     };
+    drop(old);
     result.map_err(to_py_err)
 }

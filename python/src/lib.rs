@@ -7,11 +7,12 @@
 //! - `convert`: Python models and JSON ↔ core types.
 //! - `handlers`: Python callables as core handlers (dispatcher thread, GIL, logged exceptions).
 //! - `provisioning`: the `ProvisioningClient` class and the device client's file-upload calls.
-//! - `client`: the `Client` class (blocking calls without the GIL, background calls for asyncio).
+//! - `aio`: waiting for core futures on the core's runtime (blocking, or as asyncio awaitables).
+//! - `client`: the `Client` class (a blocking and an `_async` method per operation).
 
 use pyo3::prelude::*;
 
-mod background;
+mod aio;
 mod client;
 mod convert;
 mod errors;
@@ -24,6 +25,13 @@ mod provisioning;
 #[pyfunction]
 fn message_size(message: &Bound<'_, PyAny>) -> PyResult<usize> {
     Ok(convert::message_from_py(message)?.get_size())
+}
+
+/// Checks a `ProxyOptions.proxy_type` with the core's rule (HTTP, SOCKS4, SOCKS5, any case):
+/// `ValueError` otherwise.
+#[pyfunction]
+fn check_proxy_type(proxy_type: &str) -> PyResult<()> {
+    ironhub::validate::proxy_type(proxy_type).map(drop).map_err(errors::to_py_err)
 }
 
 static LOG_RESET: std::sync::OnceLock<pyo3_log::ResetHandle> = std::sync::OnceLock::new();
@@ -57,5 +65,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(provisioning::notify_blob_upload_status, m)?)?;
     m.add_function(wrap_pyfunction!(provisioning::upload_blob, m)?)?;
     m.add("HANDLER_NAMES", handlers::HANDLER_NAMES.to_vec())?;
+    // One definition of the security-message marker: the core's.
+    m.add("SECURITY_MESSAGE_INTERFACE_ID", ironhub::message::SECURITY_MESSAGE_INTERFACE_ID)?;
+    m.add_function(wrap_pyfunction!(check_proxy_type, m)?)?;
     Ok(())
 }

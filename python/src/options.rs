@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ironhub::{ClientOptions, ProxyOptions, ProxyType};
+use ironhub::{ClientOptions, ProxyOptions};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -162,7 +162,7 @@ fn proxy_options(value: &Bound<'_, PyAny>) -> PyResult<Option<ProxyOptions>> {
     };
     let kind: String = attr("proxy_type")?.extract()?;
     Ok(Some(ProxyOptions {
-        proxy_type: ProxyType::parse(&kind).map_err(to_py_err)?,
+        proxy_type: ironhub::validate::proxy_type(&kind).map_err(to_py_err)?,
         proxy_addr: attr("proxy_address")?.extract()?,
         proxy_port: port("proxy_port", &attr("proxy_port")?)?,
         proxy_username: attr("proxy_username")?.extract()?,

@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::background;
+use crate::aio;
 use crate::client::Client;
 use crate::convert::{from_json, to_json};
 use crate::errors::to_py_err;
@@ -88,7 +88,7 @@ impl ProvisioningClient {
     /// `registrationState`), without the GIL.
     fn register(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let inner = self.inner.clone();
-        let result = background::block_on_interruptible(py, async move { inner.register().await })?.map_err(to_py_err)?;
+        let result = aio::block_on_interruptible(py, async move { inner.register().await })?.map_err(to_py_err)?;
         Ok(from_json(py, &result.to_json())?.unbind())
     }
 }
@@ -103,7 +103,7 @@ pub fn derive_device_key(group_symmetric_key: &str, registration_id: &str) -> Py
 #[pyfunction]
 pub fn get_storage_info_for_blob(py: Python<'_>, client: &Client, blob_name: String) -> PyResult<Py<PyAny>> {
     let c = ironhub::Client::clone(&client.inner);
-    let info = background::block_on_interruptible(py, async move { c.get_storage_info_for_blob(&blob_name).await })?.map_err(to_py_err)?;
+    let info = aio::block_on_interruptible(py, async move { c.get_storage_info_for_blob(&blob_name).await })?.map_err(to_py_err)?;
     Ok(from_json(py, &info.to_json())?.unbind())
 }
 
@@ -117,7 +117,7 @@ pub fn notify_blob_upload_status(
     status_description: String,
 ) -> PyResult<()> {
     let c = ironhub::Client::clone(&client.inner);
-    background::block_on_interruptible(py, async move {
+    aio::block_on_interruptible(py, async move {
         c.notify_blob_upload_status(&correlation_id, is_success, status_code, &status_description).await
     })?
     .map_err(to_py_err)
@@ -151,8 +151,8 @@ pub fn upload_blob(
     }
     let c = ironhub::Client::clone(&client.inner);
     let info = match (path, data) {
-        (Some(path), None) => background::block_on_interruptible(py, async move { c.upload_blob_from_file(&blob_name, &path, options).await })?,
-        (None, Some(data)) => background::block_on_interruptible(py, async move { c.upload_blob_from_bytes(&blob_name, data, options).await })?,
+        (Some(path), None) => aio::block_on_interruptible(py, async move { c.upload_blob_from_file(&blob_name, &path, options).await })?,
+        (None, Some(data)) => aio::block_on_interruptible(py, async move { c.upload_blob_from_bytes(&blob_name, data, options).await })?,
         _ => return Err(PyValueError::new_err("give exactly one of path and data")),
     }
     .map_err(to_py_err)?;

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+import ironhub
+
 from ironhub import IoTHubDeviceClient, IoTHubModuleClient, Message, MethodResponse
 from ironhub import exceptions
 from hubctl import parse_connection_string, sas_token
@@ -305,9 +307,11 @@ def test_reported_patch_refused_by_hub_is_client_error_caused_by_service_error(m
 
 
 def test_reported_patch_must_be_json(make_client, device_cs, client_kwargs):
+    # azure-iot-device: ClientError caused by the TypeError json.dumps raised.
     c = make_client(IoTHubDeviceClient, "create_from_connection_string", device_cs, **client_kwargs)
-    with pytest.raises(TypeError):
+    with pytest.raises(ironhub.exceptions.ClientError) as info:
         c.patch_twin_reported_properties({"x": object()})
+    assert isinstance(info.value.__cause__, TypeError)
 
 
 def test_desired_patch_handler(make_client, hub, device_cs, unique_id, client_kwargs):

@@ -282,7 +282,9 @@ def test_handler_must_be_callable():
 def test_bad_message_data_type():
     c = IoTHubDeviceClient.create_from_connection_string(DEVICE_CS, auto_connect=False)
     try:
-        with pytest.raises(TypeError):
+        # azure-iot-device: ClientError caused by the payload's TypeError.
+        with pytest.raises(exceptions.ClientError) as info:
             c.send_message(Message({"a": 1}))
+        assert isinstance(info.value.__cause__, TypeError)
     finally:
         c.shutdown()

@@ -6,13 +6,14 @@
 //! their user_data): the core delivers them all, with `OperationCancelled` on shutdown.
 
 use std::ffi::{c_char, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::boundary::{arg_ref, arg_str, ffi_fallible, ffi_panic_boundary, opt_str, FfiError, Out};
-use super::handlers::UserData;
+use super::handlers::{in_callback_of, CallbackScope, UserData};
 use super::handles::{export_string, Registry};
 use super::ironhub_result;
 use super::message::ironhub_message;
@@ -21,15 +22,24 @@ use crate::blocking::Client;
 use crate::error::Result;
 use crate::message::{MethodResponse, X509};
 
-/// A device or module client. Any number of threads may use one client at once.
+/// A device or module client. Any number of threads may call its functions at once (from
+/// callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
+/// call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
 pub struct ironhub_client {
     pub(crate) client: Client,
+    /// Tells this client's callbacks apart on the thread running them (`CallbackScope`).
+    pub(crate) id: u64,
     pending_sends: Arc<PendingSends>,
 }
 
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
-/// dispatcher thread, with `IRONHUB_OK` at PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED`
-/// when the client is disconnected, shut down or freed first).
+/// dispatcher thread (one at a time with the client's other callbacks), with `IRONHUB_OK` at
+/// PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED` when the client is disconnected, shut
+/// down or freed first). It may call any function of the client except `ironhub_client_free`
+/// (`IRONHUB_ERROR_IN_CALLBACK`). `ironhub_client_free` returns only after every owed completion
+/// ran, so `user_data` may be released then.
 pub type ironhub_send_callback = Option<extern "C" fn(user_data: *mut c_void, result: ironhub_result)>;
 
 /// Number of async sends whose callback has not run yet.
@@ -69,6 +79,7 @@ impl PendingSends {
 struct SendCompletion {
     cb: extern "C" fn(*mut c_void, ironhub_result),
     user_data: UserData,
+    client_id: u64,
     pending: Arc<PendingSends>,
     done: bool,
 }
@@ -79,6 +90,7 @@ impl SendCompletion {
     }
     fn deliver(&mut self, code: ironhub_result) {
         if !std::mem::replace(&mut self.done, true) {
+            let _scope = CallbackScope::enter(self.client_id);
             (self.cb)(self.user_data.get(), code);
             self.pending.finish();
         }
@@ -96,7 +108,8 @@ static CLIENTS: Registry = Registry::new();
 /// Hands a new client to C through `out`.
 fn export_client(made: Result<Client>, out: Out<*mut ironhub_client>) -> Result<(), FfiError> {
     let client = made?;
-    out.write(CLIENTS.export(ironhub_client { client, pending_sends: Arc::default() }));
+    let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+    out.write(CLIENTS.export(ironhub_client { client, id, pending_sends: Arc::default() }));
     Ok(())
 }
 
@@ -197,12 +210,34 @@ pub extern "C" fn ironhub_client_create_from_edge_environment(
 }
 
 /// Shuts the client down and frees it. Returns after every async send callback ran and with no
-/// handler running or left to run, so user_data may be released. Must not be called from a
-/// callback. NULL-safe; a second free of the same handle is a no-op.
+/// handler running or left to run, so user_data may be released; `c` is invalid afterwards.
+///
+/// - NULL: `IRONHUB_OK`, nothing done.
+/// - From inside one of this client's callbacks: `IRONHUB_ERROR_IN_CALLBACK`, nothing done (it
+///   would wait for that very callback); free it from another thread once the callback returned.
+/// - A handle that is not a live client of this library (e.g. already freed) is undefined
+///   behaviour: free each client exactly once. The library detects some such calls and returns
+///   `IRONHUB_ERROR_INVALID_ARGUMENT`, but cannot once the address was reused.
+/// - No other call may use `c` while this one runs or after it returned.
 #[no_mangle]
-pub extern "C" fn ironhub_client_free(c: *mut ironhub_client) {
-    ffi_panic_boundary! {
-        let Some(handle) = CLIENTS.reclaim(c) else { return };
+pub extern "C" fn ironhub_client_free(c: *mut ironhub_client) -> ironhub_result {
+    ffi_fallible! {
+        if c.is_null() {
+            return Ok(());
+        }
+        if !CLIENTS.contains(c) {
+            return Err(FfiError::invalid("`c` is not a live client (freed already?)"));
+        }
+        let live = arg_ref(c, "c")?;
+        // Ours covers C callbacks (send completions too); the core's covers a blocking call made
+        // from inside any of the client's handlers.
+        if in_callback_of(live.id) || live.client.as_async().in_handler() {
+            return Err(FfiError::new(
+                ironhub_result::IRONHUB_ERROR_IN_CALLBACK,
+                "ironhub_client_free was called from one of this client's callbacks",
+            ));
+        }
+        let Some(handle) = CLIENTS.reclaim(c) else { return Ok(()) };
         let bound = handle.client.options().operation_timeout + Duration::from_secs(5);
         // The core's shutdown clears every handler inside the dispatcher's exclusive section, so
         // none is running or will run once it returns. An error only means it was already shut
@@ -210,6 +245,7 @@ pub extern "C" fn ironhub_client_free(c: *mut ironhub_client) {
         let _ = handle.client.shutdown();
         handle.pending_sends.wait_drained(bound);
         drop(handle);
+        Ok(())
     }
 }
 
@@ -310,7 +346,15 @@ pub extern "C" fn ironhub_client_send_message_async(
         let output_name = opt_str(output_name, "output_name")?;
         let cb = cb.ok_or_else(|| FfiError::null("cb"))?;
         let message = outgoing(m, None)?;
-        let completion = SendCompletion { cb, user_data: UserData(user_data), pending: c.pending_sends.clone(), done: false };
+        // Refused here, so the callback runs only for messages the core accepted (on its dispatcher).
+        crate::validate::message(&message)?;
+        let completion = SendCompletion {
+            cb,
+            user_data: UserData(user_data),
+            client_id: c.id,
+            pending: c.pending_sends.clone(),
+            done: false,
+        };
         completion.pending.start();
         c.client.send_message_with_callback(
             &message,

@@ -6,6 +6,7 @@
 //! Values lent to a callback (strings, the message) live on the dispatcher's stack for the
 //! duration of the call only.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::Arc;
 
@@ -34,10 +35,70 @@ impl UserData {
     }
 }
 
-/// A received C2D message (device) or input message (module, with its input name).
+thread_local! {
+    /// Ids of the clients whose callback this thread is running now (nested when a callback of one
+    /// client calls into another client whose callback runs inline, e.g. a failed async send).
+    static RUNNING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks the current thread as running a callback of client `id` for as long as it lives, so
+/// `ironhub_client_free` called from that callback can refuse instead of waiting for itself.
+pub(crate) struct CallbackScope(u64);
+
+impl CallbackScope {
+    pub(crate) fn enter(id: u64) -> Self {
+        RUNNING.with(|r| r.borrow_mut().push(id));
+        CallbackScope(id)
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        RUNNING.with(|r| {
+            let mut r = r.borrow_mut();
+            if let Some(i) = r.iter().rposition(|id| *id == self.0) {
+                r.remove(i);
+            }
+        });
+    }
+}
+
+/// True on a thread that is running one of client `id`'s callbacks.
+pub(crate) fn in_callback_of(id: u64) -> bool {
+    RUNNING.with(|r| r.borrow().contains(&id))
+}
+
+/// A received C2D message (device) or input message (module, with its input name, see
+/// `ironhub_message_input_name`). `m` and every string read from it live until the callback
+/// returns; never free it.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_message_callback = Option<extern "C" fn(user_data: *mut c_void, m: *const ironhub_message)>;
 /// A direct method request; answer with `ironhub_client_send_method_response(request_id, ...)`
-/// now or later, from any thread. `payload_json` is JSON text (`null` when none was sent).
+/// now or later, from any thread (copy `request_id` to answer later). `payload_json` is JSON text
+/// (`null` when none was sent). The three strings live until the callback returns.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_method_callback = Option<
     extern "C" fn(
         user_data: *mut c_void,
@@ -46,15 +107,65 @@ pub type ironhub_method_callback = Option<
         payload_json: *const c_char,
     ),
 >;
-/// A desired-properties patch as JSON text, with `$version`.
+/// A desired-properties patch as JSON text, with `$version`; `patch_json` lives until the callback
+/// returns.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_twin_patch_callback = Option<extern "C" fn(user_data: *mut c_void, patch_json: *const c_char)>;
 /// The connection went up or down, and why.
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_connection_state_callback =
     Option<extern "C" fn(user_data: *mut c_void, connected: bool, reason: ironhub_connection_reason)>;
 /// The SAS token given to `ironhub_client_create_from_sastoken` expires in 120 s: call
-/// `ironhub_client_update_sastoken`.
+/// `ironhub_client_update_sastoken` (from the callback or any thread).
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_sastoken_callback = Option<extern "C" fn(user_data: *mut c_void)>;
-/// An error no caller was waiting for (e.g. a failed automatic reconnect), with its detail.
+/// An error no caller was waiting for (e.g. a failed automatic reconnect): `kind` is the result
+/// code it maps to, `message` its text (lives until the callback returns; never contains secrets).
+///
+/// Rules shared by every callback typedef (docs/c-api.md, "Callbacks"):
+/// - Thread: runs on one of ironhub's dispatcher threads, never on the thread that registered it
+///   and never on a network thread; callbacks of one client run one at a time, in order.
+/// - Arguments (pointers) are lent for the duration of the call only: copy what you keep.
+/// - It may call any function of its own client (send, twin, method response, handler setters,
+///   disconnect, shutdown) and of other clients, except `ironhub_client_free` of its own client,
+///   which returns `IRONHUB_ERROR_IN_CALLBACK`. A blocking call made from it occupies one
+///   dispatcher thread until it returns (bounded by `operation_timeout`).
+/// - Once the setter with a NULL callback (or another callback), `ironhub_client_shutdown` or
+///   `ironhub_client_free` has returned on a thread other than the callback's own, it is not
+///   running and never runs again, so `user_data` may be released.
 pub type ironhub_background_exception_callback =
     Option<extern "C" fn(user_data: *mut c_void, kind: ironhub_result, message: *const c_char)>;
 
@@ -89,9 +200,10 @@ pub extern "C" fn ironhub_client_on_message_received(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::MessageHandler {
             Arc::new(move |m: Message| {
+                let _scope = CallbackScope::enter(id);
                 let lent = ironhub_message::from_message(m);
                 cb(user_data.get(), &lent);
             })
@@ -109,9 +221,10 @@ pub extern "C" fn ironhub_client_on_method_request_received(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::MethodRequestHandler {
             Arc::new(move |r: MethodRequest| {
+                let _scope = CallbackScope::enter(id);
                 let (rid, name, payload) = (lend(&r.request_id), lend(&r.name), lend(&r.payload.to_string()));
                 cb(user_data.get(), rid.as_ptr(), name.as_ptr(), payload.as_ptr());
             })
@@ -129,9 +242,10 @@ pub extern "C" fn ironhub_client_on_twin_desired_properties_patch_received(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::TwinPatchHandler {
             Arc::new(move |patch: serde_json::Value| {
+                let _scope = CallbackScope::enter(id);
                 let patch = lend(&patch.to_string());
                 cb(user_data.get(), patch.as_ptr());
             })
@@ -149,9 +263,12 @@ pub extern "C" fn ironhub_client_on_connection_state_change(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::ConnectionStateHandler {
-            Arc::new(move |change: ConnectionStateChange| cb(user_data.get(), change.connected, reason_code(change.reason)))
+            Arc::new(move |change: ConnectionStateChange| {
+                let _scope = CallbackScope::enter(id);
+                cb(user_data.get(), change.connected, reason_code(change.reason))
+            })
         });
         Ok(c.client.on_connection_state_change(handler)?)
     }
@@ -166,8 +283,11 @@ pub extern "C" fn ironhub_client_on_new_sastoken_required(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
-        let handler = cb.map(|cb| -> crate::client::SasTokenRequiredHandler { Arc::new(move || cb(user_data.get())) });
+        let (user_data, id) = (UserData(user_data), c.id);
+        let handler = cb.map(|cb| -> crate::client::SasTokenRequiredHandler { Arc::new(move || {
+            let _scope = CallbackScope::enter(id);
+            cb(user_data.get())
+        }) });
         Ok(c.client.on_new_sastoken_required(handler)?)
     }
 }
@@ -181,9 +301,10 @@ pub extern "C" fn ironhub_client_on_background_exception(
 ) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let user_data = UserData(user_data);
+        let (user_data, id) = (UserData(user_data), c.id);
         let handler = cb.map(|cb| -> crate::client::BackgroundExceptionHandler {
             Arc::new(move |e: crate::error::Error| {
+                let _scope = CallbackScope::enter(id);
                 let text = lend(&e.to_string());
                 cb(user_data.get(), result_code(e.kind()), text.as_ptr());
             })

@@ -1,8 +1,9 @@
 //! Ownership of every allocation handed to C: handles (`Box`) and owned strings (`CString`).
 //!
-//! Each kind has a registry of live addresses, so `*_free` is NULL-safe and idempotent per handle
-//! (a second free of the same pointer is a no-op, not a double free), and a pointer this library
-//! never handed out (e.g. a message borrowed by a callback) is never freed.
+//! Each kind has a registry of live addresses, so `*_free` is NULL-safe and a pointer this library
+//! never handed out (e.g. a message lent to a callback) is never freed. The registry also catches
+//! many double frees, but it cannot tell a stale pointer from a new handle at a reused address:
+//! the header therefore says "free exactly once", and promises nothing about a second free.
 
 use std::collections::BTreeSet;
 use std::ffi::{c_char, CString};
@@ -35,6 +36,12 @@ impl Registry {
         ptr
     }
 
+    /// Whether `ptr` is a live handle of this registry (a freed address may be live again once the
+    /// allocator reused it for a new handle: this is a diagnostic, not a guarantee).
+    pub fn contains<T>(&self, ptr: *const T) -> bool {
+        self.live().contains(&key(ptr))
+    }
+
     /// Takes back what `export` handed out; `None` for NULL, an already freed or a foreign pointer.
     pub fn reclaim<T>(&self, ptr: *mut T) -> Option<Box<T>> {
         if ptr.is_null() || !self.live().remove(&key(ptr)) {
@@ -61,8 +68,8 @@ pub fn export_string(s: String) -> *mut c_char {
     raw
 }
 
-/// Frees a string this library returned (e.g. by `ironhub_client_get_twin`). NULL-safe; a second
-/// free of the same pointer, or a pointer not from this library, is ignored.
+/// Frees a string this library returned (e.g. by `ironhub_client_get_twin`). NULL-safe. Free each
+/// string exactly once; a pointer this library did not return is ignored.
 #[no_mangle]
 pub extern "C" fn ironhub_string_free(s: *mut c_char) {
     super::boundary::ffi_panic_boundary! {

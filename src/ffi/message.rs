@@ -11,7 +11,10 @@ use super::handles::Registry;
 use super::ironhub_result;
 use crate::message::Message;
 
-/// A message: payload bytes plus system and application properties.
+/// A message: payload bytes plus system and application properties. One thread at a time may
+/// use a message while any thread changes it (setters, free); read-only calls (getters) may run
+/// on many threads at once. Pointers from getters are borrowed from the message: valid until the
+/// next setter call on it or its free (a message lent to a callback: until the callback returns).
 pub struct ironhub_message {
     pub(crate) inner: Message,
     c: CFields,
@@ -86,7 +89,8 @@ pub extern "C" fn ironhub_message_new(data: *const u8, len: usize) -> *mut ironh
     }
 }
 
-/// Frees a message made by `ironhub_message_new`. NULL-safe and idempotent; a message lent to a
+/// Frees a message made by `ironhub_message_new`. NULL-safe; free each message exactly once. A message
+/// lent to a
 /// callback is not the caller's and is left alone.
 #[no_mangle]
 pub extern "C" fn ironhub_message_free(m: *mut ironhub_message) {
@@ -156,8 +160,7 @@ pub extern "C" fn ironhub_message_set_expiry_time_utc(
     ffi_fallible! {
         let m = arg_mut(m, "m")?;
         let v = arg_str(iso8601, "iso8601")?;
-        chrono::DateTime::parse_from_rfc3339(v)
-            .map_err(|_| FfiError::invalid("`iso8601` is not an ISO 8601 (RFC 3339) timestamp"))?;
+        crate::validate::expiry_time_utc(v)?;
         let v = v.to_owned();
         m.update(|msg| msg.expiry_time_utc = Some(v));
         Ok(())
@@ -184,15 +187,14 @@ pub extern "C" fn ironhub_message_set_property(
         let m = arg_mut(m, "m")?;
         let key = arg_str(key, "key")?;
         let value = arg_str(value, "value")?;
-        if key.is_empty() {
-            return Err(FfiError::invalid("`key` is empty"));
-        }
+        crate::validate::property_key(key)?;
         m.update(|msg| msg.set_property(key, value));
         Ok(())
     }
 }
 
-/// The payload (borrowed from `m`) and its length in `*len`. NULL when `m` or `len` is NULL
+/// The payload (borrowed from `m`: valid until `m` is freed; setters do not change it) and its length
+/// in `*len`. NULL when `m` or `len` is NULL
 /// (then `*len` is not written). An empty payload gives a non-NULL pointer and length 0.
 #[no_mangle]
 pub extern "C" fn ironhub_message_data(m: *const ironhub_message, len: *mut usize) -> *const u8 {
@@ -217,61 +219,64 @@ fn get_string(m: *const ironhub_message, field: fn(&CFields) -> &Option<CString>
     }
 }
 
-/// `message_id`, borrowed from `m`; NULL if unset.
+/// `message_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
 #[no_mangle]
 pub extern "C" fn ironhub_message_message_id(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.message_id) }
 }
 
-/// `correlation_id`, borrowed; NULL if unset.
+/// `correlation_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
 #[no_mangle]
 pub extern "C" fn ironhub_message_correlation_id(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.correlation_id) }
 }
 
-/// `user_id`, borrowed; NULL if unset.
+/// `user_id`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
 #[no_mangle]
 pub extern "C" fn ironhub_message_user_id(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.user_id) }
 }
 
-/// `content_type`, borrowed; NULL if unset.
+/// `content_type`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
 #[no_mangle]
 pub extern "C" fn ironhub_message_content_type(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.content_type) }
 }
 
-/// `content_encoding`, borrowed; NULL if unset.
+/// `content_encoding`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
 #[no_mangle]
 pub extern "C" fn ironhub_message_content_encoding(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.content_encoding) }
 }
 
-/// `expiry_time_utc`, borrowed; NULL if unset.
+/// `expiry_time_utc`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
 #[no_mangle]
 pub extern "C" fn ironhub_message_expiry_time_utc(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.expiry_time_utc) }
 }
 
-/// `output_name`, borrowed; NULL if unset.
+/// `output_name`, borrowed from `m` (valid until the next setter or free of `m`); NULL if unset.
 #[no_mangle]
 pub extern "C" fn ironhub_message_output_name(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.output_name) }
 }
 
-/// Input the message arrived on (module clients), borrowed; NULL for C2D messages.
+/// Input the message arrived on (module clients), borrowed from `m` (valid until the next setter or
+/// free of `m`); NULL for C2D messages.
 #[no_mangle]
 pub extern "C" fn ironhub_message_input_name(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.input_name) }
 }
 
-/// `iothub-ack` of a received C2D message, borrowed; NULL if absent.
+/// `iothub-ack` of a received C2D message, borrowed from `m` (valid until the next setter or free of
+/// `m`); NULL if absent.
 #[no_mangle]
 pub extern "C" fn ironhub_message_ack(m: *const ironhub_message) -> *const c_char {
     ffi_panic_boundary! { get_string(m, |c| &c.ack) }
 }
 
-/// Value of application property `key`, borrowed from `m`; NULL if absent or on bad arguments.
+/// Value of application property `key`, borrowed from `m` (valid until the next setter or free of `m`);
+/// NULL if absent or on bad arguments.
 #[no_mangle]
 pub extern "C" fn ironhub_message_property(m: *const ironhub_message, key: *const c_char) -> *const c_char {
     ffi_panic_boundary! {
@@ -293,7 +298,8 @@ pub extern "C" fn ironhub_message_property_count(m: *const ironhub_message) -> u
     }
 }
 
-/// The `i`-th application property (insertion order), both borrowed from `m`.
+/// The `i`-th application property (insertion order), both borrowed from `m` (valid until the
+/// next setter or free of `m`).
 /// `i` out of range is `IRONHUB_ERROR_INVALID_ARGUMENT`.
 #[no_mangle]
 pub extern "C" fn ironhub_message_property_at(

@@ -1,6 +1,6 @@
 //! The C ABI (`include/ironhub.h`): thin, panic-safe wrappers over the Rust client.
 //!
-//! Conventions (see the spec `c-api.md`): opaque handles created by `*_new` / `*_create_from_*` and
+//! Conventions (the contract is `docs/c-api.md`): opaque handles created by `*_new` / `*_create_from_*` and
 //! released by `*_free`; every fallible call returns `ironhub_result` and writes its out-params
 //! only on success; strings in are NUL-terminated UTF-8; strings out are freed with
 //! `ironhub_string_free`; callbacks take `user_data` first and run on a dispatcher thread.

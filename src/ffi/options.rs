@@ -11,10 +11,12 @@ use std::time::Duration;
 use super::boundary::{arg_mut, arg_str, ffi_fallible, ffi_panic_boundary, opt_str, FfiError};
 use super::handles::Registry;
 use super::ironhub_result;
-use crate::options::{ClientOptions, ProxyOptions, ProxyType};
+use crate::options::{ClientOptions, ProxyOptions};
 
 /// Options for a client factory. Create with `ironhub_options_new`, free with
-/// `ironhub_options_free`; factories copy it, so it may be freed right after.
+/// `ironhub_options_free`; factories copy it, so it may be freed right after. One thread at a time
+/// may use an options handle while any thread changes it (setters, free); factories only read it
+/// and may share it. Every setter copies its string arguments.
 pub struct ironhub_options {
     pub(crate) inner: ClientOptions,
 }
@@ -35,7 +37,8 @@ pub extern "C" fn ironhub_options_new() -> *mut ironhub_options {
     }
 }
 
-/// Frees options. NULL-safe; freeing the same handle twice is a no-op.
+/// Frees options. NULL-safe; free each handle exactly once (factories copy the options, so it may
+/// be freed right after the factory returned).
 #[no_mangle]
 pub extern "C" fn ironhub_options_free(o: *mut ironhub_options) {
     ffi_panic_boundary! {
@@ -115,7 +118,7 @@ pub extern "C" fn ironhub_options_set_proxy(
 ) -> ironhub_result {
     ffi_fallible! {
         let proxy = ProxyOptions {
-            proxy_type: ProxyType::parse(arg_str(proxy_type, "proxy_type")?).map_err(FfiError::from)?,
+            proxy_type: crate::validate::proxy_type(arg_str(proxy_type, "proxy_type")?)?,
             proxy_addr: arg_str(addr, "addr")?.to_owned(),
             proxy_port: port,
             proxy_username: opt_str(user, "user")?.map(str::to_owned),

@@ -3,12 +3,18 @@
 //! Codes are part of the contract: never renumber or reuse one, only append.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
+use std::sync::OnceLock;
+
+use strum::IntoEnumIterator;
 
 /// Outcome of every fallible call. `IRONHUB_OK` is 0; every other value is an error whose
 /// detail (if any) is available from `ironhub_last_error_message` on the same thread.
+///
+/// This enum is the one list of codes: their names (`ironhub_result_str`) and the conversion from
+/// a raw number are derived from it, so nothing is kept in step by hand.
 #[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::FromRepr, strum::IntoStaticStr, strum::EnumIter)]
 #[allow(non_camel_case_types)]
 pub enum ironhub_result {
     IRONHUB_OK = 0,
@@ -38,6 +44,9 @@ pub enum ironhub_result {
     IRONHUB_ERROR_SHUT_DOWN = 12,
     /// A Rust panic was caught at the boundary; the call had no effect that can be relied on.
     IRONHUB_ERROR_PANIC = 13,
+    /// The call is not allowed from inside a callback of this client (`ironhub_client_free`):
+    /// it would wait for the very callback that made it. Nothing was done.
+    IRONHUB_ERROR_IN_CALLBACK = 14,
 }
 
 /// Why the connection state changed, as azure-iot-sdk-c names it.
@@ -56,43 +65,17 @@ pub enum ironhub_connection_reason {
     IRONHUB_REASON_CLIENT_CLOSE = 8,
 }
 
-/// Every code, in numeric order (for `ironhub_result_str`). Private, so cbindgen leaves it out.
-const ALL_RESULTS: [ironhub_result; 14] = [
-    ironhub_result::IRONHUB_OK,
-    ironhub_result::IRONHUB_ERROR_NULL_PARAMETER,
-    ironhub_result::IRONHUB_ERROR_INVALID_ARGUMENT,
-    ironhub_result::IRONHUB_ERROR_CLIENT,
-    ironhub_result::IRONHUB_ERROR_CONNECTION_FAILED,
-    ironhub_result::IRONHUB_ERROR_CONNECTION_DROPPED,
-    ironhub_result::IRONHUB_ERROR_NO_CONNECTION,
-    ironhub_result::IRONHUB_ERROR_CREDENTIAL,
-    ironhub_result::IRONHUB_ERROR_OPERATION_TIMEOUT,
-    ironhub_result::IRONHUB_ERROR_OPERATION_CANCELLED,
-    ironhub_result::IRONHUB_ERROR_SERVICE,
-    ironhub_result::IRONHUB_ERROR_MESSAGE_TOO_LARGE,
-    ironhub_result::IRONHUB_ERROR_SHUT_DOWN,
-    ironhub_result::IRONHUB_ERROR_PANIC,
-];
-
 impl ironhub_result {
-    /// The code's name as a static C string.
+    /// The code's name as a static C string (made once from the enum's own variant names).
     pub fn name(self) -> &'static CStr {
-        match self {
-            Self::IRONHUB_OK => c"IRONHUB_OK",
-            Self::IRONHUB_ERROR_NULL_PARAMETER => c"IRONHUB_ERROR_NULL_PARAMETER",
-            Self::IRONHUB_ERROR_INVALID_ARGUMENT => c"IRONHUB_ERROR_INVALID_ARGUMENT",
-            Self::IRONHUB_ERROR_CLIENT => c"IRONHUB_ERROR_CLIENT",
-            Self::IRONHUB_ERROR_CONNECTION_FAILED => c"IRONHUB_ERROR_CONNECTION_FAILED",
-            Self::IRONHUB_ERROR_CONNECTION_DROPPED => c"IRONHUB_ERROR_CONNECTION_DROPPED",
-            Self::IRONHUB_ERROR_NO_CONNECTION => c"IRONHUB_ERROR_NO_CONNECTION",
-            Self::IRONHUB_ERROR_CREDENTIAL => c"IRONHUB_ERROR_CREDENTIAL",
-            Self::IRONHUB_ERROR_OPERATION_TIMEOUT => c"IRONHUB_ERROR_OPERATION_TIMEOUT",
-            Self::IRONHUB_ERROR_OPERATION_CANCELLED => c"IRONHUB_ERROR_OPERATION_CANCELLED",
-            Self::IRONHUB_ERROR_SERVICE => c"IRONHUB_ERROR_SERVICE",
-            Self::IRONHUB_ERROR_MESSAGE_TOO_LARGE => c"IRONHUB_ERROR_MESSAGE_TOO_LARGE",
-            Self::IRONHUB_ERROR_SHUT_DOWN => c"IRONHUB_ERROR_SHUT_DOWN",
-            Self::IRONHUB_ERROR_PANIC => c"IRONHUB_ERROR_PANIC",
-        }
+        static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+        let names = NAMES.get_or_init(|| {
+            ironhub_result::iter()
+                .map(|c| CString::new(<&'static str>::from(c)).expect("variant names have no NUL"))
+                .collect()
+        });
+        let index = ironhub_result::iter().position(|c| c == self).expect("every code is in iter()");
+        &names[index]
     }
 }
 
@@ -124,11 +107,7 @@ pub(crate) fn clear_last_error() {
 #[no_mangle]
 pub extern "C" fn ironhub_result_str(r: u32) -> *const c_char {
     crate::ffi::boundary::ffi_panic_boundary! {
-        ALL_RESULTS
-            .iter()
-            .find(|c| **c as u32 == r)
-            .map_or(c"IRONHUB_ERROR_UNKNOWN", |c| c.name())
-            .as_ptr()
+        ironhub_result::from_repr(r).map_or(c"IRONHUB_ERROR_UNKNOWN", ironhub_result::name).as_ptr()
     }
 }
 

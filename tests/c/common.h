@@ -6,7 +6,8 @@
  * line from stdin. Verbs: "desired <device> <json>" (service patches desired properties),
  * "invoke <device> <module|-> <method> <json>" (service invokes a direct method; reply is
  * "<status> <payload-json>"), "c2d <device> <payload>" (service sends a C2D message with
- * property "k"="v"), "events <device>" (reply: number of telemetry messages the hub received).
+ * property "k"="v"), "events <device>" (reply: number of telemetry messages the hub received),
+ * "device <id>" (registers a device; reply: its connection string).
  */
 #ifndef IRONHUB_TEST_COMMON_H
 #define IRONHUB_TEST_COMMON_H

@@ -148,6 +148,11 @@ pub fn handle(request: &str) -> Result<String, String> {
             let r = h.service.invoke_method(device, module, &req).map_err(|e| e.to_string())?;
             Ok(format!("{} {}", r.status, r.payload))
         }
+        "device" => {
+            // A fresh device of its own (tests with many clients): its connection string.
+            h.emulator.hub().create_device(rest).map_err(|e| e.to_string())?;
+            h.emulator.hub().device_connection_string(rest, None).ok_or_else(|| format!("no connection string for {rest}"))
+        }
         "c2d" => {
             let (device, text) = rest.split_once(' ').ok_or("c2d <device> <payload>")?;
             let body = json!({"bodyText": text, "properties": {"k": "v"}});

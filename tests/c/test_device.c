@@ -160,7 +160,6 @@ static void test_connection_string_client(void) {
     CHECK(twin != NULL && strstr(twin, "\"desired\"") && strstr(twin, "\"reported\""));
     CHECK(strstr(twin, "\"firmware\":\"1.2.3\"") != NULL);
     ironhub_string_free(twin);
-    ironhub_string_free(twin); /* idempotent */
 
     /* desired patch handler */
     CHECK_OK(ironhub_client_on_twin_desired_properties_patch_received(c, on_patch, NULL));

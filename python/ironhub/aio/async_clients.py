@@ -1,6 +1,7 @@
-"""The asyncio ``IoTHubDeviceClient`` and ``IoTHubModuleClient``. Each operation starts in
-the native core and completes an ``asyncio`` future from an ironhub thread through
-``loop.call_soon_threadsafe``; no executor thread waits per call. Handlers may be plain
+"""The asyncio ``IoTHubDeviceClient`` and ``IoTHubModuleClient``. Each operation is the
+native client's ``*_async`` method: an awaitable resolved from the core's own runtime (through
+pyo3-async-runtimes), so no executor thread waits per call. Setting a handler never blocks the
+event loop: the subscription is made in the background. Handlers may be plain
 functions or coroutine functions. A coroutine handler is started, in delivery order, on the
 event loop that was running when it was set; the dispatcher does not wait for it to finish
 (waiting would deadlock a loop that sets a handler while one of its coroutines is pending),
@@ -14,33 +15,14 @@ import logging
 from typing import Any, Dict, List, Optional, Union
 
 from .. import _native
-from .._base import ClientBase, DeviceFactories, Handler, ModuleFactories, as_message
+from .._base import ClientBase, DeviceFactories, Handler, ModuleFactories, _deprecated, as_message
 from ..models import Message, MethodRequest, MethodResponse
 
 _logger = logging.getLogger("ironhub")
 
 
-def _settle(fut: "asyncio.Future[Any]", exc: Optional[BaseException], result: Any) -> None:
-    if fut.cancelled():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
 class _AsyncOperations(ClientBase):
     """The awaitable operations both asyncio clients have."""
-
-    async def _run(self, op: str, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def done(exc: Optional[BaseException], result: Any) -> None:
-            loop.call_soon_threadsafe(_settle, fut, exc, result)
-
-        self._native.start(op, args, done)
-        return await fut
 
     def _adapt_handler(self, value: Handler) -> Handler:
         if value is None or not asyncio.iscoroutinefunction(value):
@@ -71,49 +53,51 @@ class _AsyncOperations(ClientBase):
 
     async def connect(self) -> None:
         """Connects to the hub (see ``ironhub.IoTHubDeviceClient.connect``)."""
-        await self._run("connect")
+        await self._native.connect_async()
 
     async def disconnect(self) -> None:
         """Disconnects; in-flight operations fail with ``OperationCancelled``."""
-        await self._run("disconnect")
+        await self._native.disconnect_async()
 
     async def shutdown(self) -> None:
         """Stops the client for good; every later call raises ``ClientError``."""
-        await self._run("shutdown")
+        await self._native.shutdown_async()
 
     async def update_sastoken(self, sastoken: str) -> None:
         """Replaces the SAS token of a ``create_from_sastoken`` client and re-authorizes."""
-        await self._run("update_sastoken", sastoken)
+        await self._native.update_sastoken_async(sastoken)
 
     async def send_message(self, message: Union[Message, Any]) -> None:
         """Sends telemetry; completes once the hub acknowledged it. Calls awaited together
         are pipelined (all in flight at once, sent in call order)."""
-        await self._run("send_message", as_message(message))
+        await self._native.send_message_async(as_message(message))
 
     async def send_messages(self, messages: List[Union[Message, Any]]) -> None:
         """ironhub: sends several messages pipelined and completes once the hub acknowledged
         every one; raises the first failure."""
-        await self._run("send_messages", [as_message(m) for m in messages])
+        await self._native.send_messages_async([as_message(m) for m in messages])
 
     async def send_method_response(self, method_response: MethodResponse) -> None:
         """Sends the response to a method request."""
-        await self._run("send_method_response", method_response)
+        await self._native.send_method_response_async(method_response)
 
     async def get_twin(self) -> Dict[str, Any]:
         """Fetches the twin: ``{"desired": {...}, "reported": {...}}``."""
-        return await self._run("get_twin")
+        return await self._native.get_twin_async()
 
     async def patch_twin_reported_properties(self, reported_properties_patch: Dict[str, Any]) -> None:
         """Updates reported properties."""
-        await self._run("patch_twin_reported_properties", reported_properties_patch)
+        await self._native.patch_twin_reported_properties_async(reported_properties_patch)
 
     async def receive_method_request(self, method_name: Optional[str] = None) -> MethodRequest:
         """Deprecated since azure-iot-device 2.3.0: waits for the next method request."""
-        return await self._run("receive_method_request", method_name, True, None)
+        _deprecated("receive_method_request", "on_method_request_received")
+        return await self._native.receive_method_request_async(method_name, True, None)
 
     async def receive_twin_desired_properties_patch(self) -> Dict[str, Any]:
         """Deprecated since azure-iot-device 2.3.0: waits for the next desired patch."""
-        return await self._run("receive_twin_desired_properties_patch", True, None)
+        _deprecated("receive_twin_desired_properties_patch", "on_twin_desired_properties_patch_received")
+        return await self._native.receive_twin_desired_properties_patch_async(True, None)
 
 
 class IoTHubDeviceClient(DeviceFactories, _AsyncOperations):
@@ -121,7 +105,8 @@ class IoTHubDeviceClient(DeviceFactories, _AsyncOperations):
 
     async def receive_message(self) -> Message:
         """Deprecated since azure-iot-device 2.3.0: waits for the next C2D message."""
-        return await self._run("receive_message", True, None)
+        _deprecated("receive_message", "on_message_received")
+        return await self._native.receive_message_async(True, None)
 
     async def get_storage_info_for_blob(self, blob_name: str) -> Dict[str, Any]:
         """Where to upload ``blob_name`` (see the sync client)."""
@@ -143,14 +128,15 @@ class IoTHubModuleClient(ModuleFactories, _AsyncOperations):
 
     async def send_message_to_output(self, message: Union[Message, Any], output_name: str) -> None:
         """Sends ``message`` to the module output ``output_name``."""
-        await self._run("send_message_to_output", as_message(message), output_name)
+        await self._native.send_message_to_output_async(as_message(message), output_name)
 
     async def invoke_method(
         self, method_params: Dict[str, Any], device_id: str, module_id: Optional[str] = None
     ) -> Dict[str, Any]:
         """Invokes a direct method through the Edge hub; returns ``{"status", "payload"}``."""
-        return await self._run("invoke_method", method_params, device_id, module_id)
+        return await self._native.invoke_method_async(method_params, device_id, module_id)
 
     async def receive_message_on_input(self, input_name: str) -> Message:
         """Deprecated since azure-iot-device 2.3.0: waits for the next message on an input."""
-        return await self._run("receive_message_on_input", input_name, True, None)
+        _deprecated("receive_message_on_input", "on_message_received")
+        return await self._native.receive_message_on_input_async(input_name, True, None)
