@@ -67,27 +67,14 @@ impl Faulty {
     }
 }
 
-/// Events the hub recorded for a device, keyed by (sequence number, enqueued time) so that reading
-/// a restarted hub that kept its event log counts each event once; the value is the message id
-/// (the body).
-type Recorded = HashMap<(u64, String), u64>;
-
-fn read_events(hub: &Hub, device_id: &str, into: &mut Recorded) {
+/// Message ids (the bodies) the hub recorded for a device, with how often each was recorded.
+fn recorded_ids(hub: &Hub, device_id: &str, into: &mut HashMap<u64, usize>) {
     let filter = EventFilter { device_id: Some(device_id.into()), module_id: None };
     for e in hub.events_after(&filter, 0) {
         if let Some(id) = std::str::from_utf8(&e.record.body).ok().and_then(|s| s.parse().ok()) {
-            into.insert((e.sequence_number, e.enqueued_time_utc.clone()), id);
+            *into.entry(id).or_default() += 1;
         }
     }
-}
-
-/// How often each message id was recorded.
-fn id_counts(recorded: &Recorded) -> HashMap<u64, usize> {
-    let mut counts = HashMap::new();
-    for id in recorded.values() {
-        *counts.entry(*id).or_default() += 1;
-    }
-    counts
 }
 
 /// Connection state changes with the instant each was seen.
@@ -149,7 +136,7 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
     let mut emu = Some(emu);
     let hub_dir = state_dir.clone();
     let chaos = tokio::spawn(async move {
-        let mut old_hub_events = Recorded::new();
+        let mut old_hub_ids = HashMap::new();
         let mut restarted_at = None;
         let mut links_seen = 0;
         // Two steps of margin at the end: the last disruption comes well before the last send.
@@ -166,7 +153,7 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
                 let old_emu = emu.take().expect("running emulator");
                 let old_hub = old_emu.hub().clone();
                 old_emu.shutdown().await;
-                read_events(&old_hub, "chaos", &mut old_hub_events);
+                recorded_ids(&old_hub, "chaos", &mut old_hub_ids);
                 let config = EmulatorConfig {
                     state_dir: Some(hub_dir.clone()),
                     mqtt_addr: ([127, 0, 0, 1], mqtt_port).into(),
@@ -188,7 +175,7 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
                 chaos_proxy.cut(if i % 2 == 0 { Cut::Reset } else { Cut::Fin });
             }
         }
-        (emu.expect("running emulator"), old_hub_events, restarted_at)
+        (emu.expect("running emulator"), old_hub_ids, restarted_at)
     });
 
     // The application side: MESSAGES pipelined sends, at most WINDOW outstanding, every outcome kept.
@@ -216,8 +203,7 @@ async fn ten_thousand_messages_through_cuts_and_an_emulator_restart() {
     let (emu, mut recorded, restarted_at) = bounded("the chaos side ends", 30, chaos).await.unwrap();
     // Let the last retransmissions land before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    read_events(emu.hub(), "chaos", &mut recorded);
-    let recorded = id_counts(&recorded);
+    recorded_ids(emu.hub(), "chaos", &mut recorded);
 
     let ok: Vec<u64> = outcomes.iter().filter(|(_, o)| o.is_ok()).map(|(id, _)| *id).collect();
     let lost: Vec<u64> = ok.iter().copied().filter(|id| !recorded.contains_key(id)).collect();
@@ -583,9 +569,8 @@ async fn offline_store_survives_kill_9() {
     // A third start: the store is empty now, nothing is sent again.
     let (mut third, _lines) = spawn_child(spec(f.proxy.port(), 0, 3));
     let third_status = bounded("the third process ends", 30, tokio::task::spawn_blocking(move || third.wait())).await.unwrap().unwrap();
-    let mut events_read = Recorded::new();
-    read_events(f.env.emu.hub(), "offlineDev", &mut events_read);
-    let recorded = id_counts(&events_read);
+    let mut recorded = HashMap::new();
+    recorded_ids(f.env.emu.hub(), "offlineDev", &mut recorded);
     let duplicates: usize = recorded.values().map(|n| n - 1).sum();
     println!(
         "FAULTS offline store: {accepted} accepted offline, killed ({status:?}); after restart recorded {} of {COUNT} \
