@@ -22,7 +22,7 @@ typedef struct {
     atomic_int reentered;     /* callbacks that ran the whole operation set */
     atomic_int failures;      /* operations inside callbacks that returned an unexpected code */
     atomic_int messages, methods, patches, states, completions;
-    atomic_int disconnected_in_cb, shut_down_in_cb;
+    atomic_int disconnect_requests, disconnected_in_cb, shut_down_in_cb;
 } ctx;
 
 static ctx g_ctx[CLIENTS];
@@ -90,8 +90,12 @@ static void on_message(void *user_data, const ironhub_message *m) {
     size_t len = 0;
     const uint8_t *data = ironhub_message_data(m, &len);
     if (len == 10 && memcmp(data, "disconnect", 10) == 0) {
-        expect(x, ironhub_client_disconnect(x->c), IRONHUB_OK, "disconnect from a callback");
-        atomic_fetch_add(&x->disconnected_in_cb, 1);
+        /* C2D is at-least-once: this message is acknowledged when the callback returns, after the
+         * disconnect it asks for, so the hub delivers it again on the next connection. Act once. */
+        if (atomic_fetch_add(&x->disconnect_requests, 1) == 0) {
+            expect(x, ironhub_client_disconnect(x->c), IRONHUB_OK, "disconnect from a callback");
+            atomic_fetch_add(&x->disconnected_in_cb, 1);
+        }
     } else if (len == 8 && memcmp(data, "shutdown", 8) == 0) {
         expect(x, ironhub_client_shutdown(x->c), IRONHUB_OK, "shutdown from a callback");
         atomic_fetch_add(&x->shut_down_in_cb, 1);
