@@ -191,7 +191,7 @@ async fn direct_method_error_paths() {
 #[tokio::test]
 async fn edge_method_endpoint_takes_a_module_token() {
     let emu = start().await;
-    emu.hub().create_device("edge").unwrap();
+    emu.hub().create_edge_device("edge").unwrap();
     let caller = emu.hub().create_module("edge", "caller").unwrap();
     emu.hub().create_device("leaf").unwrap();
     let resource = ironhub_protocol::sas::device_resource("localhost", "edge", Some("caller"));
@@ -204,6 +204,14 @@ async fn edge_method_endpoint_takes_a_module_token() {
     assert_eq!((ok_auth.status, ok_auth.error_code()), (StatusCode::NOT_FOUND, 404103), "authorized, target offline");
     let wrong_header = api.call(Method::POST, "/twins/leaf/methods", Some(call.clone()), &[("x-ms-edge-moduleId", "edge/other")]).await;
     assert_eq!((wrong_header.status, wrong_header.error_code()), (StatusCode::UNAUTHORIZED, 401002));
-    let no_header = api.post("/twins/leaf/methods", call).await;
+    let no_header = api.post("/twins/leaf/methods", call.clone()).await;
     assert_eq!(no_header.status, StatusCode::UNAUTHORIZED, "a module token is no service token");
+
+    // A module of a device without the iotEdge capability has no Edge hub to call.
+    let plain = emu.hub().create_module("leaf", "caller").unwrap();
+    let resource = ironhub_protocol::sas::device_resource("localhost", "leaf", Some("caller"));
+    api.authorization =
+        Some(ironhub_protocol::sas::generate_token(&resource, plain.primary_key(), None, support::unix_now() + 600).unwrap());
+    let not_edge = api.call(Method::POST, "/twins/edge/methods", Some(call), &[("x-ms-edge-moduleId", "leaf/caller")]).await;
+    assert_eq!((not_edge.status, not_edge.error_code()), (StatusCode::UNAUTHORIZED, 401002), "not an IoT Edge device");
 }
