@@ -156,6 +156,7 @@ fn main() {
         retention: Some(args.retention),
         throttle: args.throttle,
         timing: Timing { latency: Duration::from_millis(args.latency_ms), jitter: Duration::from_millis(args.jitter_ms) },
+        ..Default::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -41,6 +41,8 @@ pub struct EmulatorConfig {
     pub retention: Option<std::time::Duration>,
     /// IoT Hub's limits of this tier (`--throttle s1`); `None`: no throttling.
     pub throttle: Option<crate::hub::throttle::Tier>,
+    /// Bounds on HTTPS peers (connections at once, request read timeouts).
+    pub http_limits: crate::http::HttpLimits,
 }
 
 impl Default for EmulatorConfig {
@@ -58,6 +60,7 @@ impl Default for EmulatorConfig {
             timing: Timing::default(),
             retention: None,
             throttle: None,
+            http_limits: crate::http::HttpLimits::default(),
         }
     }
 }
@@ -166,7 +169,13 @@ impl Emulator {
             tasks.push(tokio::spawn(workload::serve(listener, workload_api)));
         }
         let files = Files::new(service_host(&config.hostname, https_port), state_dir);
-        let ctx = Arc::new(crate::http::Context { hub: hub.clone(), broker: broker.clone(), dps: dps.clone(), files: files.clone() });
+        let ctx = Arc::new(crate::http::Context {
+            hub: hub.clone(),
+            broker: broker.clone(),
+            dps: dps.clone(),
+            files: files.clone(),
+            limits: config.http_limits,
+        });
         tasks.push(tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())));
         tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));

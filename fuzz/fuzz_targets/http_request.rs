@@ -30,8 +30,13 @@ fn splice_auth(input: &[u8], auth: &str) -> Vec<u8> {
 
 /// Serves `input` with the emulator's handler behind hyper's HTTP/1.1 server; returns the answer.
 fn play(input: &[u8]) -> Vec<u8> {
-    let h = harness();
-    let ctx = Arc::new(Context { hub: h.hub.clone(), broker: h.broker.clone() });
+    static CTX: std::sync::OnceLock<Arc<Context>> = std::sync::OnceLock::new();
+    let ctx = CTX
+        .get_or_init(|| {
+            let h = harness();
+            Arc::new(Context::in_memory(h.hub.clone(), h.broker.clone()).expect("in-memory context"))
+        })
+        .clone();
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, Vec::new()).await) }

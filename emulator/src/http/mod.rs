@@ -30,22 +30,52 @@ pub struct Context {
     pub broker: Arc<Broker>,
     pub dps: Arc<crate::dps::Dps>,
     pub files: Arc<crate::files::Files>,
+    pub limits: HttpLimits,
 }
 
 /// A client that opens a socket and never finishes the handshake must not hold a task for ever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// HTTPS connections served at once (service API, control API, MQTT over WebSockets).
-const MAX_CONNECTIONS: usize = 1024;
+/// What an HTTPS peer may hold of the emulator: connections at once, and how long it may take to
+/// send a request. Defaults fit real clients; tests shrink them to prove each bound holds.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections served at once (service API, control API, MQTT over WebSockets); at the cap the
+    /// listener stops accepting (the kernel's backlog holds newcomers) until one ends.
+    pub max_connections: usize,
+    /// A client that connects and never sends a request head is cut off after this long.
+    pub header_read_timeout: Duration,
+    /// A client that sends its head and then trickles (or withholds) the body gets a 400 after this long.
+    pub body_read_timeout: Duration,
+}
 
-/// A client that connects and never sends a request head is cut off after this long.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: request::BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+impl Context {
+    /// A context with an in-memory provisioning service and file store of its own, for driving
+    /// [`handle`] without a listener (the `http_request` fuzz target).
+    pub fn in_memory(hub: Arc<Hub>, broker: Arc<Broker>) -> std::io::Result<Context> {
+        let dps = crate::dps::Dps::new(hub.clone(), None)?;
+        broker.attach_dps(dps.clone());
+        let files = crate::files::Files::new(hub.hostname().to_owned(), None);
+        Ok(Context { hub, broker, dps, files, limits: HttpLimits::default() })
+    }
+}
 
 /// Accepts connections until the listener fails or this future is dropped (aborted); each
 /// connection gets its own task, and dropping the loop ends them all with it.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, ctx: Arc<Context>) {
     let mut connections = tokio::task::JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let limits = ctx.limits;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         // Reap finished connections so the set does not grow with every client ever seen.
         while connections.try_join_next().is_some() {}
@@ -81,7 +111,7 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, ctx: Arc<Contex
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
@@ -117,7 +147,7 @@ pub async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>
 }
 
 async fn dispatch(ctx: &Context, req: http::Request<hyper::body::Incoming>) -> Result<Reply, HubError> {
-    let req = ApiRequest::read(req).await?;
+    let req = ApiRequest::read(req, ctx.limits.body_read_timeout).await?;
     if let Some(reply) = crate::dps::rest::route(&ctx.dps, &req) {
         return Ok(reply);
     }

@@ -27,11 +27,12 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
-    pub async fn read(req: http::Request<hyper::body::Incoming>) -> Result<ApiRequest, HubError> {
+    /// Reads the whole request; a body that has not arrived within `body_timeout` is a 400.
+    pub async fn read(req: http::Request<hyper::body::Incoming>, body_timeout: std::time::Duration) -> Result<ApiRequest, HubError> {
         let (parts, body) = req.into_parts();
-        let body = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_BODY_BYTES).collect())
+        let body = tokio::time::timeout(body_timeout, Limited::new(body, MAX_BODY_BYTES).collect())
             .await
-            .map_err(|_| HubError::invalid(format!("The request body did not arrive within {BODY_READ_TIMEOUT:?}")))?
+            .map_err(|_| HubError::invalid(format!("The request body did not arrive within {body_timeout:?}")))?
             .map_err(|_| HubError::new(MESSAGE_TOO_LARGE, format!("The request body is over {MAX_BODY_BYTES} bytes or broken")))?
             .to_bytes();
         let segments = parts.uri.path().split('/').filter(|s| !s.is_empty()).map(decode).collect();

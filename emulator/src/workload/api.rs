@@ -67,7 +67,7 @@ impl WorkloadApi {
     pub async fn handle(&self, req: http::Request<hyper::body::Incoming>) -> Reply {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let result = match ApiRequest::read(req).await {
+        let result = match ApiRequest::read(req, crate::http::request::BODY_READ_TIMEOUT).await {
             Ok(req) => self.route(&req),
             Err(e) => Err(WorkloadError::new(StatusCode::PAYLOAD_TOO_LARGE, e.message)),
         };
