@@ -192,20 +192,27 @@ async fn edge_module_of_a_stale_generation_cannot_connect() {
     edge.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_fallback_variables_connect_and_invoke_methods() {
-    let _env_lock = ENV_LOCK.lock().await;
-    let env = start_edge("fallback").await;
-    let cs = format!("{};GatewayHostName=localhost", env.edge_module("edgeDev", "caller"));
+/// A module client made by `create_from_edge_environment` from the development fallback variables
+/// (`EdgeHubConnectionString` + `EdgeModuleCACertificateFile`); the caller holds `ENV_LOCK`.
+async fn from_fallback_variables(env: &common::Env, module_cs: &str) -> Client {
+    let cs = format!("{module_cs};GatewayHostName=localhost");
     let ca: PathBuf = std::env::temp_dir().join(format!("ironhub-edge-ca-{}.pem", std::process::id()));
     std::fs::write(&ca, env.emu.ca_pem()).unwrap();
     set_edge_environment(&[
         ("EdgeHubConnectionString".into(), cs),
         ("EdgeModuleCACertificateFile".into(), ca.display().to_string()),
     ]);
-    let edge = Client::create_from_edge_environment(edge_options(&env)).await.expect("edge module from the fallback");
+    let client = Client::create_from_edge_environment(edge_options(env)).await.expect("module from the fallback variables");
     clear_edge_environment();
     let _ = std::fs::remove_file(&ca);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_fallback_variables_connect_and_invoke_methods() {
+    let _env_lock = ENV_LOCK.lock().await;
+    let env = start_edge("fallback").await;
+    let edge = from_fallback_variables(&env, &env.edge_module("edgeDev", "caller")).await;
     assert_eq!(edge.identity().module_id.as_deref(), Some("caller"));
     assert_telemetry_recorded(&env, &edge, "edgeDev", "caller", "from the fallback").await;
 
@@ -223,16 +230,7 @@ async fn edge_fallback_variables_connect_and_invoke_methods() {
 async fn edge_method_endpoint_refuses_modules_of_a_device_without_iot_edge() {
     let _env_lock = ENV_LOCK.lock().await;
     let env = start_edge("not-edge").await;
-    let cs = format!("{};GatewayHostName=localhost", env.module("plainDev", "caller"));
-    let ca: PathBuf = std::env::temp_dir().join(format!("ironhub-edge-ca-plain-{}.pem", std::process::id()));
-    std::fs::write(&ca, env.emu.ca_pem()).unwrap();
-    set_edge_environment(&[
-        ("EdgeHubConnectionString".into(), cs),
-        ("EdgeModuleCACertificateFile".into(), ca.display().to_string()),
-    ]);
-    let module = Client::create_from_edge_environment(edge_options(&env)).await.expect("module from the fallback");
-    clear_edge_environment();
-    let _ = std::fs::remove_file(&ca);
+    let module = from_fallback_variables(&env, &env.module("plainDev", "caller")).await;
     let target = env.device_client("plainTarget");
     answer_methods_with_echo(&target).await;
     let params = json!({"methodName": "echo", "payload": 1, "responseTimeoutInSeconds": 10});
