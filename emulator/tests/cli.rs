@@ -1,10 +1,11 @@
 //! The `ironhub-emulator` binary: `--help`, bad flags (exit 2), and `serve` writing hub.json
 //! once it accepts connections.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod process_support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ironhub-emulator");
+use std::process::Command;
+
+use process_support::BIN;
 
 #[test]
 fn help_documents_every_flag() {
@@ -30,20 +31,7 @@ fn bad_flags_exit_2_with_a_message() {
 fn serve_writes_hub_json_and_answers() {
     let dir = std::env::temp_dir().join(format!("ironhub-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--state-dir", dir.to_str().unwrap(), "--mqtt-port", "0", "--https-port", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let info = loop {
-        if let Ok(bytes) = std::fs::read(dir.join("hub.json")) {
-            break serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
-        }
-        assert!(Instant::now() < deadline, "hub.json never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut child, info) = process_support::serve(&dir);
     let result = std::panic::catch_unwind(|| {
         assert_eq!(info["hostname"], "localhost");
         for port in ["mqttPort", "httpsPort"] {

@@ -2,18 +2,17 @@
 //! telemetry message it PUBACKed, every twin write and C2D message it answered is still there.
 
 mod mqtt_support;
+mod process_support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ironhub_emulator::Identity;
 use ironhub_protocol::topics::{self, PropertyBag};
 use mqtt_support::{options, unix_now, Client, Incoming};
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ironhub-emulator");
 
 /// The emulator process and a service API caller for it.
 struct Running {
@@ -29,21 +28,7 @@ struct Service {
 
 impl Running {
     fn start(dir: &std::path::Path) -> Running {
-        let _ = std::fs::remove_file(dir.join("hub.json"));
-        let child = Command::new(BIN)
-            .args(["serve", "--state-dir", dir.to_str().unwrap(), "--mqtt-port", "0", "--https-port", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let info: Value = loop {
-            if let Ok(bytes) = std::fs::read(dir.join("hub.json")) {
-                break serde_json::from_slice(&bytes).unwrap();
-            }
-            assert!(Instant::now() < deadline, "hub.json never appeared");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (child, info) = process_support::serve(dir);
         let ca_pem = std::fs::read_to_string(info["caFile"].as_str().unwrap()).unwrap();
         let http = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
