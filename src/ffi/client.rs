@@ -205,7 +205,15 @@ pub extern "C" fn ironhub_client_create_from_edge_environment(
     ffi_fallible! {
         let out = Out::new(out, "out")?;
         let options = options_or_default(opts);
-        export_client(Client::create_from_edge_environment(options), out)
+        #[cfg(feature = "edge")]
+        let client = Client::create_from_edge_environment(options);
+        // A firmware build without the `edge` feature keeps the symbol (one header for every build).
+        #[cfg(not(feature = "edge"))]
+        let client = {
+            drop(options);
+            Err(crate::Error::Client("IoT Edge needs ironhub's `edge` feature, which this build leaves out".into()))
+        };
+        export_client(client, out)
     }
 }
 

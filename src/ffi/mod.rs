@@ -23,6 +23,7 @@ pub mod message;
 pub mod options;
 pub mod provisioning;
 pub mod result;
+#[cfg(feature = "https")]
 pub mod upload;
 
 pub use client::{ironhub_client, ironhub_send_callback};
@@ -33,5 +34,6 @@ pub use handlers::{
 pub use message::ironhub_message;
 pub use options::ironhub_options;
 pub use provisioning::ironhub_provisioning_client;
+#[cfg(feature = "https")]
 pub use upload::ironhub_upload_progress_callback;
 pub use result::{ironhub_connection_reason, ironhub_result};
