@@ -89,7 +89,9 @@ fn main() {
         let list = std::fs::read_to_string(&args[1]).expect("read the connection string list");
         let css: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
         // The shared runtime and dispatcher pool are created once per process: not per client.
-        client(css[0], &ca).shutdown().ok();
+        let warm = client(css[0], &ca);
+        warm.connect().expect("connect");
+        warm.shutdown().ok();
         let (rss0, threads0, started) = (proc_status("VmRSS:"), proc_status("Threads:"), Instant::now());
         let clients: Vec<Client> = css
             .iter()

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "bench_common.h"
+#include "c_logging/logger.h"
 #include "iothub.h"
 #include "azure_c_shared_utility/shared_util_options.h"
 #include "iothub_client_options.h"
@@ -108,6 +109,7 @@ int main(int argc, char **argv) {
     }
     const char *mode = argv[1];
     char *ca = read_file(require_env("BENCH_CA"));
+    logger_init(); /* c-logging aborts on the SDK's first log line without it */
     IoTHub_Init();
 
     if (strcmp(mode, "clients") == 0 && argc == 3) {

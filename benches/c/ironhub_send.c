@@ -89,6 +89,8 @@ int main(int argc, char **argv) {
         ironhub_client **cs = calloc(n, sizeof *cs);
         /* Load the library's runtime first so its fixed cost is not charged to the clients. */
         ironhub_client *warm = create_client(css[0], ca);
+        ironhub_result wr = ironhub_client_connect(warm);
+        if (wr != IRONHUB_OK) die("connect", wr);
         ironhub_client_free(warm);
         long rss0 = rss_kib(), threads0 = thread_count();
         double t0 = now_us();
