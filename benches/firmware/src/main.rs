@@ -1,10 +1,10 @@
 //! The smallest useful firmware program: connect with a device connection string and send
 //! telemetry, each message acknowledged by the hub. It uses nothing beyond MQTT over TLS, so it
-//! builds with `--no-default-features`; docs/benchmarks.md ("Size") reports its stripped size with
-//! the `min-size` profile:
+//! depends on ironhub without default features; docs/benchmarks.md ("Size") reports its stripped
+//! size with the `min-size` profile:
 //!
 //! ```sh
-//! cargo build --profile min-size --no-default-features --example telemetry_min
+//! cargo build --profile min-size -p telemetry-min
 //! ```
 //!
 //! Env: `IOTHUB_DEVICE_CONNECTION_STRING`; optional `IRONHUB_CA_FILE` (PEM of a private root such
