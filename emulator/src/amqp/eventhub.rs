@@ -5,10 +5,12 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use fe2o3_amqp::acceptor::LinkEndpoint;
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp_types::performatives::Attach;
 
 use super::Connection;
+use crate::hub::auth::Right;
 use crate::hub::Hub;
 
 /// IoT Hub's AMQP port, left out of connection strings.
@@ -57,5 +59,8 @@ pub async fn serve_management(conn: Arc<Connection>, receiver: Receiver) {
 }
 
 pub async fn serve_partition(conn: Arc<Connection>, attach: &Attach, path: &str, sender: Sender) {
-    let _ = (conn, attach, path, sender);
+    if !conn.claims.allows(path, Right::ServiceConnect) {
+        return super::refuse_unauthorized(LinkEndpoint::Sender(sender), path).await;
+    }
+    let _ = attach;
 }
