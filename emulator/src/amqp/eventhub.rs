@@ -289,8 +289,7 @@ pub async fn serve_management(conn: Arc<Connection>, mut receiver: Receiver) {
         let _ = receiver.accept(&delivery).await;
         let request = delivery.into_message();
         let answer = management(&conn, &request);
-        let Some(reply_to) = node::reply_to(&request) else { continue };
-        conn.replies.send(&reply_to, answer).await;
+        conn.replies.send(MANAGEMENT, node::reply_to(&request).as_deref(), answer).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), receiver.close()).await;
 }

@@ -7,6 +7,7 @@
 
 pub mod cbs;
 pub mod eventhub;
+pub mod framing;
 pub mod node;
 pub mod sasl;
 
@@ -129,6 +130,7 @@ impl AmqpServer {
             .idle_time_out(self.limits.idle_timeout.as_millis() as u32)
             .sasl_acceptor(sasl::HubSasl::new(self.hub.clone(), claims.clone()))
             .build();
+        let io = framing::FullPerformatives::new(io);
         let mut connection = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(io)).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => {
@@ -141,7 +143,9 @@ impl AmqpServer {
             }
         };
         let conn = Arc::new(Connection { server: self.clone(), claims, replies: node::ReplyLinks::default() });
-        let session_acceptor = SessionAcceptor::new();
+        // handle-max announced too: the pure-Python Azure stack compares against it.
+        let handle_max = self.limits.max_links_per_session.saturating_sub(1).min(u32::MAX as usize) as u32;
+        let session_acceptor = SessionAcceptor::builder().handle_max(handle_max).build();
         while let Some(incoming) = connection.next_incoming_session().await {
             match session_acceptor.accept_incoming_session(incoming, &mut connection).await {
                 Ok(session) => {
@@ -220,9 +224,11 @@ pub async fn route_link(conn: Arc<Connection>, attach: Attach, link: LinkEndpoin
     let path = address_path(&address).to_owned();
     match (path.as_str(), link) {
         (cbs::ADDRESS, LinkEndpoint::Receiver(receiver)) => cbs::serve_requests(conn, receiver).await,
-        (cbs::ADDRESS, LinkEndpoint::Sender(sender)) => node::serve_replies(conn, &attach, sender).await,
+        (cbs::ADDRESS, LinkEndpoint::Sender(sender)) => node::serve_replies(conn, cbs::ADDRESS, &attach, sender).await,
         (eventhub::MANAGEMENT, LinkEndpoint::Receiver(receiver)) => eventhub::serve_management(conn, receiver).await,
-        (eventhub::MANAGEMENT, LinkEndpoint::Sender(sender)) => node::serve_replies(conn, &attach, sender).await,
+        (eventhub::MANAGEMENT, LinkEndpoint::Sender(sender)) => {
+            node::serve_replies(conn, eventhub::MANAGEMENT, &attach, sender).await
+        }
         (p, LinkEndpoint::Sender(sender)) if eventhub::is_partition_address(p) => {
             eventhub::serve_partition(conn, &attach, p, sender).await
         }
