@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor};
+use fe2o3_amqp::acceptor::{
+    ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor, SupportedSenderSettleModes,
+};
 use fe2o3_amqp::link::{Receiver, Sender};
-use fe2o3_amqp_types::definitions::{self, AmqpError, ErrorCondition};
+use fe2o3_amqp_types::definitions::{self, AmqpError, ErrorCondition, SenderSettleMode};
 use fe2o3_amqp_types::messaging::TargetArchetype;
 use fe2o3_amqp_types::performatives::Attach;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -113,10 +115,21 @@ impl AmqpServer {
         }
     }
 
+    /// AMQP over WebSockets (443, after the HTTP upgrade): each binary message carries AMQP bytes.
+    pub async fn serve_websocket<S>(self: Arc<Self>, upgraded: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        // A frame may span messages; a message is bounded by one frame plus slack.
+        let max_message = self.limits.max_frame_size as usize + 1024;
+        let stream = crate::mqtt::websocket::WsByteStream::server_with_limit(upgraded, max_message).await;
+        self.serve_stream(stream).await
+    }
+
     /// Serves one AMQP connection on an established stream (TLS, or a WebSocket's bytes).
     pub async fn serve_stream<Io>(self: Arc<Self>, io: Io)
     where
-        Io: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+        Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
             log::warn!("amqp: connection refused: {} connections open", self.limits.max_connections);
@@ -163,11 +176,20 @@ impl AmqpServer {
 /// Accepts the links of one session, within the per-session cap, and routes each by address.
 async fn serve_session(conn: Arc<Connection>, mut session: ListenerSessionHandle) {
     let link_acceptor = LinkAcceptor::builder().build();
+    // Events go out pre-settled, as an Event Hub sends them: its consumers track positions
+    // themselves and the pure-Python one never settles a delivery.
+    let settled_acceptor = LinkAcceptor::builder()
+        .supported_sender_settle_modes(SupportedSenderSettleModes::Settled)
+        .fallback_sender_settle_mode(SenderSettleMode::Settled)
+        .build();
     let active = Arc::new(AtomicUsize::new(0));
     while let Some(attach) = session.next_incoming_attach().await {
         let over_cap = active.load(Ordering::SeqCst) >= conn.server.limits.max_links_per_session;
         let name = attach.name.clone();
-        let link = match link_acceptor.accept_incoming_attach(attach.clone(), &mut session).await {
+        let is_partition = attach.role == definitions::Role::Receiver
+            && link_address(&attach).is_some_and(|a| eventhub::is_partition_address(address_path(&a)));
+        let acceptor = if is_partition { &settled_acceptor } else { &link_acceptor };
+        let link = match acceptor.accept_incoming_attach(attach.clone(), &mut session).await {
             Ok(link) => link,
             Err(e) => {
                 log::debug!("amqp: link '{name}' refused: {e}");
