@@ -258,3 +258,33 @@ async fn twin_changes_reach_the_endpoint_only_while_a_twin_change_route_targets_
     rx.close().await.unwrap();
     assert!(emu.hub().events_after(&EventFilter::default(), 0).is_empty(), "twin changes are not telemetry");
 }
+
+#[tokio::test]
+async fn events_older_than_the_in_memory_log_are_read_from_the_store() {
+    let dir = std::env::temp_dir().join(format!("ironhub-amqp-store-{}", rand_id()));
+    let config = ironhub_emulator::EmulatorConfig { state_dir: Some(dir.clone()), ..Default::default() };
+    let emu = ironhub_emulator::Emulator::start(config).await.unwrap();
+    // The in-memory log keeps 64 MB of bodies: 70 events of 1 MB push the first ones out of it.
+    // (Each is larger than the server's 256 KB frames: split transfers too.)
+    // A second device's events are interleaved so the store read skips other partitions' rows.
+    let other = ["bravo", "charlie", "delta", "echo"].into_iter().find(|d| partition_of(d, 4) != partition_of("alpha", 4)).unwrap();
+    for n in 0..70u32 {
+        let mut r = record("alpha", None, n);
+        r.body = Bytes::from(vec![b'x'; 1024 * 1024]);
+        emu.hub().record_telemetry(r);
+        emu.hub().record_telemetry(record(other, None, n));
+    }
+    assert!(emu.hub().events_after(&ironhub_emulator::hub::EventFilter::default(), 0)[0].sequence_number > 1, "the first ones left memory");
+    let mut connection = connect(&emu).await;
+    let (mut session, _cbs) = eventhub_session(&emu, &mut connection).await;
+    let mut rx = partition_receiver(&mut session, &address(&emu, "$Default", partition_of("alpha", 4)), Some("amqp.annotation.x-opt-offset > '-1'")).await;
+    for n in 0..70i64 {
+        let m = recv(&mut rx).await;
+        assert_eq!(annotation(&m, "x-opt-sequence-number"), &Value::Long(n));
+        assert_eq!(body(&m).len(), 1024 * 1024);
+    }
+    rx.close().await.unwrap();
+    drop(connection);
+    emu.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -41,8 +41,8 @@ pub struct EventHubEndpoint {
 impl EventHubEndpoint {
     pub fn new(hub: Arc<Hub>) -> Arc<EventHubEndpoint> {
         let groups = BTreeSet::from([DEFAULT_CONSUMER_GROUP.to_owned()]);
-        // IoT Hub names the endpoint after the hub: the first label of its host name.
-        let entity = hub.hostname().split('.').next().unwrap_or_default().to_owned();
+        // IoT Hub names the endpoint after the hub.
+        let entity = hub.hub_name().to_owned();
         Arc::new(EventHubEndpoint { hub, entity, consumer_groups: Mutex::new(groups), created_ms: crate::hub::now_ms() })
     }
 
@@ -210,9 +210,9 @@ pub async fn serve_partition(conn: Arc<Connection>, attach: &Attach, path: &str,
         if cursor.is_none() {
             cursor = hub.partition_find(partition, |e| start.admits(e)).map(|e| e.sequence_number - 1);
         }
-        let batch = match cursor {
+        let (batch, read_to) = match cursor {
             Some(after) => hub.partition_events_after(partition, after, BATCH),
-            None => Vec::new(),
+            None => (Vec::new(), 0),
         };
         for event in &batch {
             // `send` waits for credit: the consumer's flow control paces us.
@@ -222,6 +222,11 @@ pub async fn serve_partition(conn: Arc<Connection>, attach: &Attach, path: &str,
             cursor = Some(event.sequence_number);
         }
         if !batch.is_empty() {
+            continue;
+        }
+        if cursor.is_some_and(|after| read_to > after) {
+            // Stored rows of other partitions only: read on past them.
+            cursor = Some(read_to);
             continue;
         }
         tokio::select! {

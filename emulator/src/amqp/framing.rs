@@ -29,8 +29,18 @@ fn field_count(code: u8) -> Option<usize> {
     })
 }
 
-/// Rewrites one complete frame (`frame` holds it all, size header included).
-fn pad_frame(frame: &[u8]) -> Option<Vec<u8>> {
+/// A frame's performative: its descriptor code, where its list starts in the body, the field
+/// count, the encoded fields and what follows the list (a transfer's payload).
+struct Performative<'a> {
+    code: u8,
+    head: &'a [u8],
+    count: usize,
+    items: &'a [u8],
+    after: &'a [u8],
+}
+
+/// Splits one complete frame (`frame` holds it all, size header included).
+fn performative(frame: &[u8]) -> Option<Performative<'_>> {
     let doff = *frame.get(4)? as usize * 4;
     let body = frame.get(doff..)?;
     // A described list: 0x00, then the descriptor as smallulong (0x53 code) or ulong (0x80 + 8 bytes).
@@ -39,7 +49,6 @@ fn pad_frame(frame: &[u8]) -> Option<Vec<u8>> {
         [0x00, 0x80, rest @ ..] if rest.len() >= 8 => (rest[7], 10),
         _ => return None,
     };
-    let want = field_count(code)?;
     let list = body.get(list_at..)?;
     let (count, items, after) = match list.first()? {
         0x45 => (0usize, &list[1..1], &list[1..]),
@@ -55,16 +64,22 @@ fn pad_frame(frame: &[u8]) -> Option<Vec<u8>> {
         }
         _ => return None,
     };
-    if count >= want {
+    Some(Performative { code, head: frame.get(4..doff + list_at)?, count, items, after })
+}
+
+/// Rewrites one complete frame with its performative's list padded; `None`: leave it as it is.
+fn pad_frame(frame: &[u8]) -> Option<Vec<u8>> {
+    let p = performative(frame)?;
+    let want = field_count(p.code)?;
+    if p.count >= want {
         return None;
     }
-    let pad = want - count;
+    let pad = want - p.count;
     let mut out = Vec::with_capacity(frame.len() + pad + 8);
     out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&frame[4..doff]);
-    out.extend_from_slice(&body[..list_at]);
-    let size = items.len() + pad;
-    if size + 1 <= 0xff {
+    out.extend_from_slice(p.head);
+    let size = p.items.len() + pad;
+    if size < 0xff {
         out.push(0xc0);
         out.push((size + 1) as u8);
         out.push(want as u8);
@@ -73,17 +88,66 @@ fn pad_frame(frame: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(&((size + 4) as u32).to_be_bytes());
         out.extend_from_slice(&(want as u32).to_be_bytes());
     }
-    out.extend_from_slice(items);
+    out.extend_from_slice(p.items);
     out.extend(std::iter::repeat_n(0x40u8, pad));
-    out.extend_from_slice(after);
+    out.extend_from_slice(p.after);
     let total = out.len() as u32;
     out[..4].copy_from_slice(&total.to_be_bytes());
     Some(out)
 }
 
+/// The max-frame-size of a peer's OPEN frame (its third field; absent: no limit).
+fn open_max_frame_size(frame: &[u8]) -> Option<u32> {
+    let p = performative(frame)?;
+    if p.code != 0x10 {
+        return None;
+    }
+    // Skip container-id and hostname (strings or null), then read the uint.
+    let mut rest = p.items;
+    for _ in 0..2.min(p.count) {
+        rest = match rest.first()? {
+            0x40 => &rest[1..],
+            0xa1 => rest.get(2 + *rest.get(1)? as usize..)?,
+            0xb1 => rest.get(5 + u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?) as usize..)?,
+            _ => return None,
+        };
+    }
+    if p.count < 3 {
+        return Some(u32::MAX);
+    }
+    match rest.first()? {
+        0x70 => Some(u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?)),
+        0x52 => Some(*rest.get(1)? as u32),
+        0x43 => Some(0),
+        0x40 => Some(u32::MAX),
+        _ => None,
+    }
+}
+
+/// Splits complete frames off `buf` (protocol headers pass as they are).
+fn next_frame(buf: &mut BytesMut) -> Option<BytesMut> {
+    if buf.starts_with(b"AMQP") {
+        return (buf.len() >= 8).then(|| buf.split_to(8));
+    }
+    if buf.len() < 4 {
+        return None;
+    }
+    let size = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if size < 8 {
+        // Not a frame we can read: everything passes untouched.
+        return Some(buf.split());
+    }
+    (buf.len() >= size).then(|| buf.split_to(size))
+}
+
 /// Wraps a stream; what is written through it is padded frame by frame (protocol headers pass).
 pub struct FullPerformatives<Io> {
     inner: Io,
+    /// The peer's max-frame-size once its OPEN went by: a frame that padding would make larger
+    /// goes out as it is (only a peer with frames smaller than a message sees split transfers).
+    peer_max_frame: Option<u32>,
+    /// What was read before the peer's OPEN, to find it.
+    sniffed: Option<BytesMut>,
     /// Bytes written to us that do not make a whole frame yet.
     pending: BytesMut,
     /// Rewritten bytes not yet accepted by `inner`.
@@ -95,37 +159,39 @@ const HIGH_WATER: usize = 256 * 1024;
 
 impl<Io> FullPerformatives<Io> {
     pub fn new(inner: Io) -> Self {
-        FullPerformatives { inner, pending: BytesMut::new(), out: BytesMut::new() }
+        FullPerformatives {
+            inner,
+            peer_max_frame: None,
+            sniffed: Some(BytesMut::new()),
+            pending: BytesMut::new(),
+            out: BytesMut::new(),
+        }
     }
 
     fn process(&mut self) {
-        loop {
-            if self.pending.starts_with(b"AMQP") {
-                if self.pending.len() < 8 {
-                    return;
-                }
-                let header = self.pending.split_to(8);
-                self.out.put_slice(&header);
-                continue;
-            }
-            if self.pending.len() < 4 {
-                return;
-            }
-            let size = u32::from_be_bytes([self.pending[0], self.pending[1], self.pending[2], self.pending[3]]) as usize;
-            if size < 8 {
-                // Not a frame we can read: pass everything through untouched.
-                let rest = self.pending.split();
-                self.out.put_slice(&rest);
-                return;
-            }
-            if self.pending.len() < size {
-                return;
-            }
-            let frame = self.pending.split_to(size);
+        while let Some(frame) = next_frame(&mut self.pending) {
             match pad_frame(&frame) {
-                Some(padded) => self.out.put_slice(&padded),
-                None => self.out.put_slice(&frame),
+                Some(padded) if padded.len() as u64 <= self.peer_max_frame.unwrap_or(u32::MAX) as u64 => {
+                    self.out.put_slice(&padded)
+                }
+                _ => self.out.put_slice(&frame),
             }
+        }
+    }
+
+    /// Looks for the peer's OPEN in what it sent (SASL and headers come first).
+    fn sniff(&mut self, read: &[u8]) {
+        let Some(buf) = self.sniffed.as_mut() else { return };
+        buf.put_slice(read);
+        while let Some(frame) = next_frame(buf) {
+            if let Some(max) = open_max_frame_size(&frame) {
+                self.peer_max_frame = Some(max);
+                self.sniffed = None;
+                return;
+            }
+        }
+        if buf.len() > 64 * 1024 {
+            self.sniffed = None; // not AMQP as we know it; the engine will refuse it
         }
     }
 }
@@ -145,7 +211,13 @@ impl<Io: AsyncWrite + Unpin> FullPerformatives<Io> {
 
 impl<Io: AsyncRead + Unpin> AsyncRead for FullPerformatives<Io> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let result = std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
+        if self.sniffed.is_some() {
+            let read = buf.filled()[before..].to_vec();
+            self.sniff(&read);
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -203,6 +275,17 @@ mod tests {
         assert!(padded[14..25].iter().all(|b| *b == 0x40));
         assert_eq!(&padded[25..], &[0xAA, 0xBB]);
         assert_eq!(u32::from_be_bytes(padded[..4].try_into().unwrap()) as usize, padded.len());
+    }
+
+    #[test]
+    fn the_peer_max_frame_size_is_read_from_its_open() {
+        // OPEN("c", null, 65536) as list8.
+        let frame = [0, 0, 0, 23, 2, 0, 0, 0, 0x00, 0x53, 0x10, 0xc0, 0x0a, 0x03, 0xa1, 0x01, b'c', 0x40, 0x70, 0, 1, 0, 0];
+        assert_eq!(open_max_frame_size(&frame), Some(65536));
+        let frame = [0, 0, 0, 12, 2, 0, 0, 0, 0x00, 0x53, 0x10, 0x45];
+        assert_eq!(open_max_frame_size(&frame), Some(u32::MAX), "no fields: no limit");
+        let begin = [0, 0, 0, 12, 2, 0, 0, 0, 0x00, 0x53, 0x11, 0x45];
+        assert_eq!(open_max_frame_size(&begin), None);
     }
 
     #[test]

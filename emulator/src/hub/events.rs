@@ -187,6 +187,11 @@ impl EventLog {
         self.last_sequence
     }
 
+    /// The oldest event still in memory.
+    pub fn first_sequence(&self) -> Option<u64> {
+        self.events.front().map(|e| e.sequence_number)
+    }
+
     fn by_sequence(&self, sequence_number: u64) -> Option<&StoredEvent> {
         let first = self.events.front()?.sequence_number;
         self.events.get(sequence_number.checked_sub(first)? as usize)

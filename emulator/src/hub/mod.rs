@@ -363,6 +363,11 @@ impl Hub {
         self.retention
     }
 
+    /// The hub's name: the first label of its host name (the Event Hub-compatible entity, `hubName`).
+    pub fn hub_name(&self) -> &str {
+        self.hostname.split('.').next().unwrap_or_default()
+    }
+
     pub fn hostname(&self) -> &str {
         &self.hostname
     }
@@ -459,27 +464,24 @@ impl Hub {
         let now = now_iso();
         let (reported_version, twin_version) =
             self.with_twin(id, |twin| Ok((twin.patch_reported(object, &now)?, twin.version)))?;
-        self.twin_changed(id, twin_changes::Operation::Update, "reported", patch, reported_version, twin_version);
+        let change = twin_changes::Change {
+            op: twin_changes::Operation::Update,
+            section: "reported",
+            changed: patch,
+            section_version: reported_version,
+            twin_version,
+        };
+        self.twin_changed(id, &change);
         Ok(reported_version)
     }
 
     /// Puts a twin change event on the Event Hub-compatible endpoint when a `TwinChangeEvents`
     /// route sends them there.
-    fn twin_changed(
-        &self,
-        id: &Identity,
-        op: twin_changes::Operation,
-        section: &str,
-        changed: &Value,
-        section_version: u64,
-        twin_version: u64,
-    ) {
+    fn twin_changed(&self, id: &Identity, change: &twin_changes::Change<'_>) {
         if !self.lock().message_routes.twin_changes_enabled() {
             return;
         }
-        let hub_name = self.hostname.split('.').next().unwrap_or_default();
-        let event =
-            twin_changes::change_event(hub_name, id, op, section, changed, section_version, twin_version, &now_iso());
+        let event = twin_changes::change_event(self.hub_name(), id, change, &now_iso());
         self.record_event(EventSource::TwinChangeEvents, event);
     }
 
@@ -625,9 +627,34 @@ impl Hub {
         self.lock().events.partition_count()
     }
 
-    /// Up to `limit` events of `partition` after hub-wide sequence number `after`.
-    pub fn partition_events_after(&self, partition: u32, after: u64, limit: usize) -> Vec<StoredEvent> {
-        self.lock().events.partition_after(partition, after, limit)
+    /// Up to `limit` events of `partition` after hub-wide sequence number `after`, and the hub-wide
+    /// sequence number the reader may go on after when none were found. Events older than the
+    /// in-memory log come from the store (those of the retention period).
+    pub fn partition_events_after(&self, partition: u32, after: u64, limit: usize) -> (Vec<StoredEvent>, u64) {
+        let (first_in_memory, in_memory) = {
+            let state = self.lock();
+            (state.events.first_sequence(), state.events.partition_after(partition, after, limit))
+        };
+        let (Some(store), Some(first)) = (&self.store, first_in_memory) else { return (in_memory, after) };
+        if after + 1 >= first {
+            return (in_memory, after);
+        }
+        // Rows of every partition are scanned: a bounded number per call.
+        let rows = store.events_between(after, first, limit * 8);
+        let scanned_to = rows.last().map_or(first - 1, |(seq, _)| *seq);
+        let older: Vec<StoredEvent> = rows
+            .iter()
+            .filter_map(|(seq, doc)| StoredEvent::from_doc(*seq, doc))
+            .filter(|e| e.partition == partition)
+            .take(limit)
+            .collect();
+        match older.last() {
+            Some(last) => {
+                let last = last.sequence_number;
+                (older, last)
+            }
+            None => (Vec::new(), scanned_to),
+        }
     }
 
     /// The first retained event of `partition` that `pred` accepts.

@@ -94,7 +94,9 @@ impl Hub {
         if notification.is_some() {
             let op = if replace { twin_changes::Operation::Replace } else { twin_changes::Operation::Update };
             let changed = Value::Object(desired.unwrap_or_default());
-            self.twin_changed(id, op, "desired", &changed, desired_version, twin_version);
+            let change =
+                twin_changes::Change { op, section: "desired", changed: &changed, section_version: desired_version, twin_version };
+            self.twin_changed(id, &change);
         }
         Ok((self.get_twin(id)?, notification))
     }

@@ -84,21 +84,22 @@ pub enum Operation {
     Replace,
 }
 
-/// The event IoT Hub emits for a change of `section` (`reported` or `desired`): the changed
-/// properties with the section's `$version`, and the twin's version.
-pub fn change_event(
-    hub_name: &str,
-    id: &Identity,
-    op: Operation,
-    section: &str,
-    changed: &Value,
-    section_version: u64,
-    twin_version: u64,
-    now: &str,
-) -> TelemetryRecord {
-    let mut properties = changed.as_object().cloned().unwrap_or_default();
-    properties.insert("$version".into(), json!(section_version));
-    let body = json!({"version": twin_version, "properties": {section: properties}});
+/// One change of a twin's `section` (`reported` or `desired`).
+pub struct Change<'a> {
+    pub op: Operation,
+    pub section: &'a str,
+    /// The changed properties (the patch, or the whole section for a replacement).
+    pub changed: &'a Value,
+    pub section_version: u64,
+    pub twin_version: u64,
+}
+
+/// The event IoT Hub emits for a change: the changed properties with the section's `$version`,
+/// and the twin's version.
+pub fn change_event(hub_name: &str, id: &Identity, change: &Change<'_>, now: &str) -> TelemetryRecord {
+    let mut properties = change.changed.as_object().cloned().unwrap_or_default();
+    properties.insert("$version".into(), json!(change.section_version));
+    let body = json!({"version": change.twin_version, "properties": {change.section: properties}});
     let mut custom = vec![
         ("hubName".to_owned(), hub_name.to_owned()),
         ("deviceId".to_owned(), id.device_id.clone()),
@@ -108,7 +109,7 @@ pub fn change_event(
     }
     custom.push(("operationTimestamp".to_owned(), now.to_owned()));
     custom.push(("iothub-message-schema".to_owned(), "twinChangeNotification".to_owned()));
-    let op = match op {
+    let op = match change.op {
         Operation::Update => "updateTwin",
         Operation::Replace => "replaceTwin",
     };
@@ -150,7 +151,9 @@ mod tests {
 
     #[test]
     fn the_event_carries_the_change_and_versions() {
-        let e = change_event("hub", &Identity::module("d", "m"), Operation::Update, "reported", &json!({"a": 1}), 3, 7, "t");
+        let changed = json!({"a": 1});
+        let change = Change { op: Operation::Update, section: "reported", changed: &changed, section_version: 3, twin_version: 7 };
+        let e = change_event("hub", &Identity::module("d", "m"), &change, "t");
         let body: Value = serde_json::from_slice(&e.body).unwrap();
         assert_eq!(body, json!({"version": 7, "properties": {"reported": {"a": 1, "$version": 3}}}));
         let get = |k: &str| e.properties.custom.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
