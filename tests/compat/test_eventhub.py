@@ -49,26 +49,31 @@ def receive(emulator, ours, want, group="$Default", timeout=60, **receive_kwargs
     return got
 
 
+def make_message(message_class, i, sender_id):
+    """Message i of a sender, built with either SDK's Message class (same surface)."""
+    sdk = "azure-iot-device" if message_class is Message else "ironhub"
+    m = message_class('{"n": %d, "from": "%s"}' % (i, sdk))
+    m.message_id = f"{sender_id}-{i}"
+    m.correlation_id = f"corr-{i}"
+    m.content_type = "application/json"
+    m.content_encoding = "utf-8"
+    m.custom_properties.update(PROPS)
+    m.custom_properties["n"] = str(i)
+    return m
+
+
 def official_message(i, device_id):
-    m = Message('{"n": %d, "from": "azure-iot-device"}' % i)
-    m.message_id = f"{device_id}-{i}"
-    m.correlation_id = f"corr-{i}"
-    m.content_type = "application/json"
-    m.content_encoding = "utf-8"
-    m.custom_properties.update(PROPS)
-    m.custom_properties["n"] = str(i)
-    return m
+    return make_message(Message, i, device_id)
 
 
-def ironhub_message(i, device_id):
-    m = ironhub.Message('{"n": %d, "from": "ironhub"}' % i)
-    m.message_id = f"{device_id}-{i}"
-    m.correlation_id = f"corr-{i}"
-    m.content_type = "application/json"
-    m.content_encoding = "utf-8"
-    m.custom_properties.update(PROPS)
-    m.custom_properties["n"] = str(i)
-    return m
+def official_device_sends(registry, emulator, clients, prefix, count):
+    """A new device of the official SDK sends `count` messages; its id."""
+    device_id, cs = create_device(registry, emulator, unique(prefix))
+    client = device_client(clients, emulator, cs)
+    client.connect()
+    for i in range(count):
+        client.send_message(official_message(i, device_id))
+    return device_id
 
 
 def send_from_all(registry, emulator, clients, count):
@@ -85,8 +90,8 @@ def send_from_all(registry, emulator, clients, count):
     module.connect()
     for i in range(count):
         official.send_message(official_message(i, official_id))
-        ours.send_message(ironhub_message(i, ironhub_id))
-        module.send_message(ironhub_message(i, f"{ironhub_id}-{module_id}"))
+        ours.send_message(make_message(ironhub.Message, i, ironhub_id))
+        module.send_message(make_message(ironhub.Message, i, f"{ironhub_id}-{module_id}"))
     return official_id, ironhub_id, module_id
 
 
@@ -130,11 +135,7 @@ def test_telemetry_from_both_sdks_in_order_with_every_property(registry, emulato
 
 
 def test_reading_from_a_sequence_number_and_partition_properties(registry, emulator, clients):
-    device_id, cs = create_device(registry, emulator, unique("eh-seq"))
-    client = device_client(clients, emulator, cs)
-    client.connect()
-    for i in range(4):
-        client.send_message(official_message(i, device_id))
+    device_id = official_device_sends(registry, emulator, clients, "eh-seq", 4)
     first = receive(emulator, {device_id}, 4)
     partition = first[0][0]
     second = [e for p, e in first if int(e.properties[b"n"]) == 1][0]
@@ -163,21 +164,14 @@ def test_reading_from_a_sequence_number_and_partition_properties(registry, emula
 def test_two_consumer_groups_each_see_every_event(registry, emulator, clients):
     group = unique("analytics").replace("_", "-")
     control(emulator, "PUT", f"consumerGroups/{group}")
-    device_id, cs = create_device(registry, emulator, unique("eh-groups"))
-    client = device_client(clients, emulator, cs)
-    client.connect()
-    for i in range(3):
-        client.send_message(official_message(i, device_id))
+    device_id = official_device_sends(registry, emulator, clients, "eh-groups", 3)
     default = receive(emulator, {device_id}, 3)
     other = receive(emulator, {device_id}, 3, group=group)
     assert [e.sequence_number for _, e in default] == [e.sequence_number for _, e in other]
 
 
 def test_amqp_over_websockets_on_443(registry, emulator, clients):
-    device_id, cs = create_device(registry, emulator, unique("eh-ws"))
-    client = device_client(clients, emulator, cs)
-    client.connect()
-    client.send_message(official_message(0, device_id))
+    device_id = official_device_sends(registry, emulator, clients, "eh-ws", 1)
     got = receive(emulator, {device_id}, 1, client_kwargs={"transport_type": TransportType.AmqpOverWebsocket})
     assert got[0][1].properties[b"n"] == b"0"
 

@@ -107,18 +107,12 @@ pub fn plain_claim(hub: &Hub, policy: &str, password: &str) -> Result<Claim, Str
 }
 
 /// Serves the `$cbs` request link: each `put-token` gets a 200 and a claim, or a 401.
-pub async fn serve_requests(conn: Arc<Connection>, mut receiver: Receiver) {
-    loop {
-        let delivery = match receiver.recv::<Body<Value>>().await {
-            Ok(delivery) => delivery,
-            Err(_) => break,
-        };
-        let _ = receiver.accept(&delivery).await;
-        let request = delivery.into_message();
-        let (status, description) = put_token(&conn, &request);
-        conn.replies.send(ADDRESS, node::reply_to(&request).as_deref(), node::answer(&request, status, &description, Value::Null)).await;
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), receiver.close()).await;
+pub async fn serve_requests(conn: Arc<Connection>, receiver: Receiver) {
+    node::serve_requests(conn, ADDRESS, receiver, |conn, request| {
+        let (status, description) = put_token(conn, request);
+        node::answer(request, status, &description, Value::Null)
+    })
+    .await
 }
 
 fn put_token(conn: &Connection, request: &AmqpMessage) -> (i32, String) {

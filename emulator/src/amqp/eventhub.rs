@@ -12,7 +12,7 @@ use fe2o3_amqp::acceptor::LinkEndpoint;
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp_types::definitions::AmqpError;
 use fe2o3_amqp_types::messaging::{
-    annotations::OwnedKey, ApplicationProperties, Body, Data, Message, MessageAnnotations, MessageId, Properties,
+    annotations::OwnedKey, ApplicationProperties, Data, Message, MessageAnnotations, MessageId, Properties,
 };
 use fe2o3_amqp_types::performatives::Attach;
 use fe2o3_amqp_types::primitives::{Binary, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
@@ -285,18 +285,8 @@ pub fn event_message(event: &StoredEvent) -> Message<Data> {
 }
 
 /// Serves `$management` requests: READ of the entity and of one partition.
-pub async fn serve_management(conn: Arc<Connection>, mut receiver: Receiver) {
-    loop {
-        let delivery = match receiver.recv::<Body<Value>>().await {
-            Ok(delivery) => delivery,
-            Err(_) => break,
-        };
-        let _ = receiver.accept(&delivery).await;
-        let request = delivery.into_message();
-        let answer = management(&conn, &request);
-        conn.replies.send(MANAGEMENT, node::reply_to(&request).as_deref(), answer).await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), receiver.close()).await;
+pub async fn serve_management(conn: Arc<Connection>, receiver: Receiver) {
+    node::serve_requests(conn, MANAGEMENT, receiver, management).await
 }
 
 fn string_map(entries: Vec<(&str, Value)>) -> Value {

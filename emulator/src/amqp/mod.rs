@@ -92,27 +92,8 @@ impl AmqpServer {
 
     /// The 5671 listener: TLS, then AMQP.
     pub async fn serve_tls(self: Arc<Self>, listener: TcpListener, tls: TlsAcceptor) {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    log::warn!("amqp: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let server = self.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let timeout = server.limits.handshake_timeout;
-                match tokio::time::timeout(timeout, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => server.serve_stream(stream).await,
-                    Ok(Err(e)) => log::debug!("amqp: TLS handshake with {peer} failed: {e}"),
-                    Err(_) => log::debug!("amqp: TLS handshake with {peer} timed out"),
-                }
-            });
-        }
+        let handshake = self.limits.handshake_timeout;
+        crate::tls_listener::serve("amqp", listener, tls, handshake, move |stream| self.clone().serve_stream(stream)).await
     }
 
     /// AMQP over WebSockets (443, after the HTTP upgrade): each binary message carries AMQP bytes.

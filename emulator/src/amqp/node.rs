@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fe2o3_amqp::link::Sender;
+use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp_types::messaging::{ApplicationProperties, Body, Message, MessageId, Properties};
 use fe2o3_amqp_types::performatives::Attach;
 use fe2o3_amqp_types::primitives::{SimpleValue, Value};
@@ -82,6 +82,23 @@ pub async fn serve_replies(conn: Arc<Connection>, node: &str, attach: &Attach, m
     }
     conn.replies.remove(&tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), sender.close()).await;
+}
+
+/// Serves a node's request link: each request gets the answer `handle` makes, on the node's
+/// answer link, until the peer detaches.
+pub async fn serve_requests(
+    conn: Arc<Connection>,
+    node: &str,
+    mut receiver: Receiver,
+    handle: impl Fn(&Connection, &AmqpMessage) -> AmqpMessage,
+) {
+    while let Ok(delivery) = receiver.recv::<Body<Value>>().await {
+        let _ = receiver.accept(&delivery).await;
+        let request = delivery.into_message();
+        let answer = handle(&conn, &request);
+        conn.replies.send(node, reply_to(&request).as_deref(), answer).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), receiver.close()).await;
 }
 
 /// A string application property of a request (the SDKs send these as strings).

@@ -86,35 +86,11 @@ impl Broker {
     /// Accept loop for MQTT over TLS (8883). Every accepted socket gets its own task, so a
     /// slow TLS handshake never holds up the next client.
     pub async fn serve_tls(self: Arc<Self>, listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Accept errors (EMFILE, ECONNABORTED) are per-socket: keep listening.
-                    log::warn!("mqtt: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let broker = self.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(connection::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        log::debug!("mqtt: TLS handshake with {peer} failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        log::debug!("mqtt: TLS handshake with {peer} timed out");
-                        return;
-                    }
-                };
-                let chain = peer_chain(tls.get_ref().1);
-                broker.serve_connection(tls, chain).await;
-            });
-        }
+        crate::tls_listener::serve("mqtt", listener, acceptor, connection::HANDSHAKE_TIMEOUT, move |tls| {
+            let chain = peer_chain(tls.get_ref().1);
+            self.clone().serve_connection(tls, chain)
+        })
+        .await
     }
 
     /// Serves one already-established byte stream until the client goes away or is dropped.

@@ -2,7 +2,6 @@
 //! the emulator's CA) and the CBS put-token exchange the Azure SDKs do.
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fe2o3_amqp::connection::ConnectionHandle;
@@ -16,34 +15,19 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-pub const HOST: &str = "localhost";
+// The TLS client config that trusts the emulator's CA, and the clock, are the broker tests'.
+#[path = "../mqtt_support/mod.rs"]
+mod mqtt_support;
+pub use mqtt_support::{client_config, unix_now, HOST};
 
 pub async fn start() -> RunningEmulator {
     Emulator::start(EmulatorConfig::default()).await.expect("emulator starts")
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A policy token for `resource` (`localhost`, `sb://localhost/<entity>`, ...).
 pub fn token(emu: &RunningEmulator, resource: &str, policy: &str, key: &str, expiry: u64) -> String {
     let _ = emu;
     ironhub_protocol::sas::generate_token(resource, key, Some(policy), expiry).unwrap()
-}
-
-fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.expect("ca pem")).expect("add root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 /// A TLS socket to the AMQP port.
