@@ -173,7 +173,7 @@ impl RealProxy {
     pub fn assert_tunnelled_to(&self, port: u16) {
         let needle = match self.binary {
             // `Request (file descriptor 5): CONNECT localhost:12345 HTTP/1.1`
-            "tinyproxy" => format!(":{port} HTTP/1.1"),
+            "tinyproxy" => format!(":{port} HTTP/1."),
             // `client[4] 127.0.0.1: connected to localhost:12345`
             "microsocks" => format!(":{port}\n"),
             // danted: `pass(2): tcp/connect [: 127.0.0.1.5 127.0.0.1.1080 -> 127.0.0.1.6 127.0.0.1.12345`

@@ -1,14 +1,16 @@
 """The official azure-iot-device through real proxies (tinyproxy for HTTP CONNECT, danted and
 microsocks for SOCKS5; tests/support/real_proxies.py) against the emulator: the same scenarios as
 ironhub's own proxy suites (tests/proxies.rs, python/tests/test_proxies.py). Each success is
-checked in the proxy's log (tunnels to 8883 or 443); each refusal fails the connect."""
+checked in the proxy's log (tunnels to 8883 or 443); each refusal fails the connect with a
+ClientError: azure-iot-device raises ClientError itself ("raised due to proxy connections"),
+ironhub its subclass ConnectionFailedError, so code catching ClientError works with both."""
 
 import sys
 from pathlib import Path
 
 import pytest
 from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient, MethodResponse, ProxyOptions
-from azure.iot.device.exceptions import ConnectionFailedError
+from azure.iot.device.exceptions import ClientError
 
 from helpers import create_device, decoded_body, device_client, unique, wait_events
 
@@ -65,7 +67,7 @@ def test_refusing_proxy_fails_the_connect(registry, emulator, clients, proxies, 
         options = ProxyOptions("SOCKS5", "127.0.0.1", proxy.port, "bob", "wrong")
     _, cs = create_device(registry, emulator)
     client = device_client(clients, emulator, cs, proxy_options=options, connection_retry=False)
-    with pytest.raises(ConnectionFailedError):
+    with pytest.raises(ClientError):
         client.connect()
 
 

@@ -90,7 +90,7 @@ class RealProxy:
     def tunnelled_to(self, port: int, wait_s: float = 5.0) -> bool:
         """Whether the daemon's log shows a tunnel to `port` (waiting: logs are written late)."""
         needle = {
-            "tinyproxy": ":{} HTTP/1.1".format(port),  # "Request (...): CONNECT localhost:8883 HTTP/1.1"
+            "tinyproxy": ":{} HTTP/1.".format(port),  # "Request (...): CONNECT localhost:8883 HTTP/1.1" (urllib3: 1.0)
             "microsocks": ":{}\n".format(port),  # "client[4] 127.0.0.1: connected to localhost:8883"
         }.get(self.binary, ".{}\n".format(port))  # danted: "... -> 127.0.0.1.6 127.0.0.1.8883"
         deadline = time.monotonic() + wait_s
