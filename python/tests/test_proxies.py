@@ -12,7 +12,7 @@ from ironhub import IoTHubDeviceClient, IoTHubModuleClient, MethodResponse, Prox
 from ironhub.exceptions import ConnectionFailedError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))
-import real_proxies  # noqa: E402
+from real_proxies import proxies  # noqa: E402,F401 (the fixture)
 
 PASSWORD = "pr0xy-s3cret"
 
@@ -21,26 +21,13 @@ PASSWORD = "pr0xy-s3cret"
 needs_engine_connector = pytest.mark.skip(reason="needs the engine connector (SOCKS under the MQTT link)")
 
 
-@pytest.fixture
-def proxies():
-    started = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-def start(proxies, proxy):
-    proxies.append(proxy)
-    return proxy
-
-
 def options(proxy, user=None, password=None):
     return ProxyOptions(proxy.proxy_type, "127.0.0.1", proxy.port, user, password)
 
 
 @pytest.mark.parametrize("websockets", [False, True], ids=["tcp", "websockets"])
 def test_telemetry_through_tinyproxy_with_basic_auth(make_client, hub, proxies, device_cs, unique_id, client_kwargs, websockets):
-    proxy = start(proxies, real_proxies.tinyproxy(auth=("alice", PASSWORD)))
+    proxy = proxies.tinyproxy(auth=("alice", PASSWORD))
     c = make_client(
         IoTHubDeviceClient,
         "create_from_connection_string",
@@ -54,13 +41,20 @@ def test_telemetry_through_tinyproxy_with_basic_auth(make_client, hub, proxies, 
     assert proxy.tunnelled_to(hub.https_port if websockets else hub.mqtt_port), proxy.log()
 
 
-def test_refusing_http_proxy_is_connection_failed(make_client, proxies, device_cs, client_kwargs):
-    proxy = start(proxies, real_proxies.tinyproxy(auth=("alice", PASSWORD)))
+def refusing(proxies, kind):
+    """A proxy of `kind` and options with a wrong password for it."""
+    if kind == "tinyproxy":
+        return options(proxies.tinyproxy(auth=("alice", PASSWORD)), "alice", "wrong-" + PASSWORD)
+    return options(proxies.microsocks("bob", PASSWORD), "bob", "wrong-" + PASSWORD)
+
+
+@pytest.mark.parametrize("kind", ["tinyproxy", pytest.param("microsocks", marks=needs_engine_connector)])
+def test_refusing_proxy_is_connection_failed(make_client, proxies, device_cs, client_kwargs, kind):
     c = make_client(
         IoTHubDeviceClient,
         "create_from_connection_string",
         device_cs,
-        proxy_options=options(proxy, "alice", "wrong-" + PASSWORD),
+        proxy_options=refusing(proxies, kind),
         connection_retry=False,
         **client_kwargs,
     )
@@ -73,8 +67,8 @@ def test_refusing_http_proxy_is_connection_failed(make_client, proxies, device_c
 @pytest.mark.parametrize("websockets", [False, True], ids=["tcp", "websockets"])
 def test_telemetry_through_socks5(make_client, hub, proxies, device_cs, unique_id, client_kwargs, websockets):
     for proxy, user, password in [
-        (start(proxies, real_proxies.danted("SOCKS5")), None, None),
-        (start(proxies, real_proxies.microsocks("bob", PASSWORD)), "bob", PASSWORD),
+        (proxies.danted("SOCKS5"), None, None),
+        (proxies.microsocks("bob", PASSWORD), "bob", PASSWORD),
     ]:
         c = make_client(
             IoTHubDeviceClient,
@@ -88,22 +82,6 @@ def test_telemetry_through_socks5(make_client, hub, proxies, device_cs, unique_i
         c.shutdown()
         assert proxy.tunnelled_to(hub.https_port if websockets else hub.mqtt_port), proxy.log()
     assert len(hub.telemetry(unique_id, 2)) >= 2
-
-
-@needs_engine_connector
-def test_refusing_socks5_proxy_is_connection_failed(make_client, proxies, device_cs, client_kwargs):
-    proxy = start(proxies, real_proxies.microsocks("bob", PASSWORD))
-    c = make_client(
-        IoTHubDeviceClient,
-        "create_from_connection_string",
-        device_cs,
-        proxy_options=options(proxy, "bob", "wrong-" + PASSWORD),
-        connection_retry=False,
-        **client_kwargs,
-    )
-    with pytest.raises(ConnectionFailedError) as info:
-        c.connect()
-    assert PASSWORD not in str(info.value)
 
 
 def edge_caller(make_client, hub, unique_id, client_kwargs, proxy_options):
@@ -122,9 +100,9 @@ def test_invoke_method_through_http_and_socks_proxies(make_client, hub, proxies,
     )
     params = {"methodName": "echo", "payload": 5, "responseTimeoutInSeconds": 10}
     for proxy, user, password in [
-        (start(proxies, real_proxies.tinyproxy(auth=("alice", PASSWORD))), "alice", PASSWORD),
-        (start(proxies, real_proxies.danted("SOCKS5")), None, None),
-        (start(proxies, real_proxies.microsocks("bob", PASSWORD)), "bob", PASSWORD),
+        (proxies.tinyproxy(auth=("alice", PASSWORD)), "alice", PASSWORD),
+        (proxies.danted("SOCKS5"), None, None),
+        (proxies.microsocks("bob", PASSWORD), "bob", PASSWORD),
     ]:
         caller = edge_caller(make_client, hub, unique_id + proxy.binary, client_kwargs, options(proxy, user, password))
         assert caller.invoke_method(params, unique_id) == {"status": 200, "payload": {"echo": 5}}
@@ -133,13 +111,7 @@ def test_invoke_method_through_http_and_socks_proxies(make_client, hub, proxies,
 
 @pytest.mark.parametrize("kind", ["tinyproxy", "microsocks"])
 def test_invoke_method_through_a_refusing_proxy_is_connection_failed(make_client, hub, proxies, unique_id, client_kwargs, kind):
-    if kind == "tinyproxy":
-        proxy = start(proxies, real_proxies.tinyproxy(auth=("alice", PASSWORD)))
-        opts = options(proxy, "alice", "wrong-" + PASSWORD)
-    else:
-        proxy = start(proxies, real_proxies.microsocks("bob", PASSWORD))
-        opts = options(proxy, "bob", "wrong-" + PASSWORD)
-    caller = edge_caller(make_client, hub, unique_id, client_kwargs, opts)
+    caller = edge_caller(make_client, hub, unique_id, client_kwargs, refusing(proxies, kind))
     with pytest.raises(ConnectionFailedError) as info:
         caller.invoke_method({"methodName": "m", "payload": None, "responseTimeoutInSeconds": 5}, unique_id)
     assert PASSWORD not in str(info.value)

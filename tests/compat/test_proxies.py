@@ -15,29 +15,16 @@ from azure.iot.device.exceptions import ClientError
 from helpers import create_device, decoded_body, device_client, unique, wait_events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-import real_proxies  # noqa: E402
+from real_proxies import proxies  # noqa: E402,F401 (the fixture)
 
 PASSWORD = "pr0xy-s3cret"
 
 
-@pytest.fixture
-def proxies():
-    started = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-def start(proxies, proxy):
-    proxies.append(proxy)
-    return proxy
-
-
 def scenarios(proxies):
     """(proxy, its ProxyOptions) for every kind azure-iot-device can use with these daemons."""
-    tiny = start(proxies, real_proxies.tinyproxy(auth=("alice", PASSWORD)))
-    danted = start(proxies, real_proxies.danted("SOCKS5"))
-    micro = start(proxies, real_proxies.microsocks("bob", PASSWORD))
+    tiny = proxies.tinyproxy(auth=("alice", PASSWORD))
+    danted = proxies.danted("SOCKS5")
+    micro = proxies.microsocks("bob", PASSWORD)
     return [
         (tiny, ProxyOptions("HTTP", "127.0.0.1", tiny.port, "alice", PASSWORD)),
         (danted, ProxyOptions("SOCKS5", "127.0.0.1", danted.port)),
@@ -60,10 +47,10 @@ def test_telemetry_through_http_and_socks5_proxies(registry, emulator, clients, 
 @pytest.mark.parametrize("kind", ["tinyproxy", "microsocks"])
 def test_refusing_proxy_fails_the_connect(registry, emulator, clients, proxies, kind):
     if kind == "tinyproxy":
-        proxy = start(proxies, real_proxies.tinyproxy(auth=("alice", PASSWORD)))
+        proxy = proxies.tinyproxy(auth=("alice", PASSWORD))
         options = ProxyOptions("HTTP", "127.0.0.1", proxy.port, "alice", "wrong")
     else:
-        proxy = start(proxies, real_proxies.microsocks("bob", PASSWORD))
+        proxy = proxies.microsocks("bob", PASSWORD)
         options = ProxyOptions("SOCKS5", "127.0.0.1", proxy.port, "bob", "wrong")
     _, cs = create_device(registry, emulator)
     client = device_client(clients, emulator, cs, proxy_options=options, connection_retry=False)

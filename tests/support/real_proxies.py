@@ -6,7 +6,8 @@ file and log, as the Rust tests' `tests/common/real_proxies.rs` does:
 - `danted`: SOCKS4 and SOCKS5 without authentication;
 - `microsocks`: SOCKS5 with a user name and password.
 
-`tunnelled_to(port)` reads the daemon's own log: the proof that traffic went through it.
+`tunnelled_to(port)` reads the daemon's own log: the proof that traffic went through it. A test
+module imports the `proxies` fixture to start them and have them stopped after the test.
 """
 
 import shutil
@@ -16,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
+
+import pytest
 
 START_TIMEOUT_S = 10.0
 
@@ -151,3 +154,34 @@ def microsocks(user: str, password: str) -> RealProxy:
         lambda port, d, log: ["-i", "127.0.0.1", "-p", str(port), "-u", user, "-P", password],
         log_is_stderr=True,
     )
+
+
+class Started:
+    """The proxies a test starts (`proxies.tinyproxy(...)`...), all stopped after it."""
+
+    def __init__(self):
+        self._running: List[RealProxy] = []
+
+    def _track(self, proxy: RealProxy) -> RealProxy:
+        self._running.append(proxy)
+        return proxy
+
+    def tinyproxy(self, *args, **kwargs) -> RealProxy:
+        return self._track(tinyproxy(*args, **kwargs))
+
+    def danted(self, *args, **kwargs) -> RealProxy:
+        return self._track(danted(*args, **kwargs))
+
+    def microsocks(self, *args, **kwargs) -> RealProxy:
+        return self._track(microsocks(*args, **kwargs))
+
+    def stop_all(self) -> None:
+        for p in self._running:
+            p.stop()
+
+
+@pytest.fixture
+def proxies():
+    started = Started()
+    yield started
+    started.stop_all()
