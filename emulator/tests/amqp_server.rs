@@ -110,3 +110,31 @@ async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
     let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
     assert!(closed.is_ok(), "a peer that never sends the protocol header is closed");
 }
+
+/// The 443 listener hands `/$iothub/websocket` with subprotocol AMQPWSB10 (the service SDKs'
+/// AmqpWs) and `/$servicebus/websocket` (the Event Hubs clients) to the AMQP server.
+#[tokio::test]
+async fn amqp_over_websockets_on_the_https_port() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let emu = start().await;
+    for path in ["/$iothub/websocket", "/$servicebus/websocket"] {
+        let connector = tokio_rustls::TlsConnector::from(client_config(emu.ca_pem()));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", emu.https_port())).await.unwrap();
+        let tls = connector.connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp).await.unwrap();
+        let mut request = format!("wss://{HOST}:{}{path}", emu.https_port()).into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "AMQPWSB10".parse().unwrap());
+        let (mut ws, response) = tokio_tungstenite::client_async(request, tls).await.expect("upgrade");
+        assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "AMQPWSB10");
+        ws.send(Message::Binary(b"AMQP\x03\x01\x00\x00".to_vec().into())).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 8 {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer").expect("open").unwrap() {
+                Message::Binary(b) => got.extend_from_slice(&b),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(&got[..8], b"AMQP\x03\x01\x00\x00", "the SASL header comes back over {path}");
+    }
+}
