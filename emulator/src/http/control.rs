@@ -111,6 +111,8 @@ fn c2d(ctx: &Context, req: &ApiRequest, device_id: &str) -> Result<Reply, HubErr
     }
     ctx.hub.check_identity(&Identity::device(device_id))?;
     msg.properties.to = Some(format!("/devices/{device_id}/messages/devicebound"));
+    // `iothub-ack` as the service SDKs set it: feedback on /messages/servicebound/feedback.
+    msg.properties.ack = optional_string(&req.json()?, "ack")?;
     let delivered = ctx.broker.deliver_c2d(device_id, msg)?;
     ctx.hub.count_c2d(device_id);
     Ok(response::ok(&json!({"delivered": delivered, "pendingCount": ctx.hub.pending_c2d_count(device_id)})))
