@@ -18,6 +18,7 @@ pub mod server;
 pub mod workload;
 pub mod dps;
 pub mod files;
+pub mod amqp;
 
 pub use identity::Identity;
 pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, RunningEmulator};
