@@ -7,6 +7,7 @@
 //! - `workload`: the IoT Edge workload API (trust bundle, module token signing) and `IOTEDGE_*` variables.
 //! - `dps`: the Device Provisioning Service (registration over MQTT, enrollment REST API).
 //! - `files`: file upload (SAS URIs, an emulated blob endpoint, upload notifications).
+//! - `amqp`: the AMQP listener (TLS and WebSockets), SASL, `$cbs`, the Event Hub-compatible endpoint.
 //! - `server`: starting and stopping a whole emulator (`Emulator`, `BackgroundEmulator`).
 
 pub mod identity;

@@ -1,24 +1,23 @@
-//! Service-side C2D over AMQP, end to end over real TLS: a service client (fe2o3-amqp, SASL PLAIN
-//! with a policy SAS token, as older service SDKs authenticate) sends on `/messages/devicebound`
+//! Service-side C2D over AMQP, end to end over real TLS: a service client (fe2o3-amqp, a policy SAS
+//! token put on `$cbs` as the service SDKs do) sends on `/messages/devicebound`
 //! and reads `/messages/servicebound/feedback`; the device is a real MQTT client. Covers the
 //! property mapping, IoT Hub's rejections (unknown device, full queue, too large, a module target,
 //! no claim) and feedback over the link: success, expiry (a short `absolute-expiry-time`), release.
 
+mod amqp_support;
 mod mqtt_support;
 
 use std::time::Duration;
 
 use fe2o3_amqp::connection::ConnectionHandle;
-use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, LinkError};
 use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, MessageId, Outcome, Properties};
 use fe2o3_amqp::types::primitives::{Binary, Symbol, Timestamp, Value};
-use fe2o3_amqp::{Connection, Receiver, Sender, Session};
+use fe2o3_amqp::{Receiver, Sender};
 use ironhub_emulator::Identity;
 use ironhub_protocol::topics::{self, DeviceBound};
 use mqtt_support::{unix_now, Client, TestHub, HOST, WAIT};
-use rustls::pki_types::ServerName;
 
 /// A service-side AMQP connection and session.
 struct Service {
@@ -27,27 +26,16 @@ struct Service {
 }
 
 impl Service {
-    /// Authenticated with SASL PLAIN (`iothubowner@sas.root.<hub>` and a policy SAS token), or
-    /// ANONYMOUS without any claim.
+    /// Authenticated as the service SDKs do it (SASL ANONYMOUS, then an `iothubowner` SAS token
+    /// put on `$cbs` for the hub), or left without any claim.
     async fn connect(hub: &TestHub, authenticated: bool) -> Service {
-        let connector = tokio_rustls::TlsConnector::from(hub.client_config());
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", hub.emulator.amqp_port())).await.expect("tcp");
-        let tls = connector.connect(ServerName::try_from(HOST).unwrap(), tcp).await.expect("tls");
-        let profile = if authenticated {
-            let token = ironhub_protocol::sas::generate_token(HOST, hub.hub.policy_key(), Some("iothubowner"), unix_now() + 3600)
-                .expect("token");
-            SaslProfile::Plain { username: format!("iothubowner@sas.root.{HOST}"), password: token }
-        } else {
-            SaslProfile::Anonymous
-        };
-        let mut connection = Connection::builder()
-            .container_id(format!("amqp-c2d-{}", rand::random::<u32>()))
-            .hostname(HOST)
-            .sasl_profile(profile)
-            .open_with_stream(tls)
-            .await
-            .expect("open");
-        let session = Session::begin(&mut connection).await.expect("begin");
+        let mut connection = amqp_support::connect(&hub.emulator).await;
+        let mut session = amqp_support::session(&mut connection).await;
+        if authenticated {
+            let token = amqp_support::token(&hub.emulator, HOST, "iothubowner", hub.hub.policy_key(), unix_now() + 3600);
+            let (status, description) = amqp_support::Cbs::attach(&mut session).await.put_token(HOST, &token).await;
+            assert_eq!(status, 200, "put-token: {description}");
+        }
         Service { connection, session }
     }
 
@@ -111,7 +99,7 @@ async fn next_feedback(receiver: &mut Receiver) -> (Vec<serde_json::Value>, fe2o
     };
     let p = delivery.message().properties.clone().expect("properties");
     assert_eq!(p.content_type, Some(Symbol::from("application/vnd.microsoft.iothub.feedback.json")));
-    assert_eq!(p.user_id.as_deref(), Some(HOST.as_bytes()), "user-id is the hub name");
+    assert_eq!(p.user_id.as_ref().map(|u| u.to_vec()), Some(HOST.as_bytes().to_vec()), "user-id is the hub name");
     assert!(matches!(p.message_id, Some(MessageId::String(_))));
     (serde_json::from_slice(&body).expect("a JSON array"), delivery)
 }
@@ -206,7 +194,7 @@ async fn rejections_carry_iot_hub_conditions() {
     assert_eq!(hub.hub.pending_c2d_count("big-dev"), 0);
     service.close().await;
 
-    // Without a claim (SASL ANONYMOUS, no $cbs token) neither link is served.
+    // Without a claim (no $cbs token) neither link is served.
     let mut anonymous = Service::connect(&hub, false).await;
     let attempt = Sender::attach(&mut anonymous.session, "c2d-anon", "/messages/devicebound").await;
     let refused = match attempt {

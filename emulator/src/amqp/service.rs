@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fe2o3_amqp::acceptor::LinkEndpoint;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp::types::definitions::{self, AmqpError, ErrorCondition, LinkError};
@@ -24,9 +25,10 @@ use fe2o3_amqp::types::messaging::{Body, Data, Message, MessageId, Outcome, Prop
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Value};
 use ironhub_protocol::topics::PropertyBag;
 
+use super::Connection;
 use crate::hub::error::{self, HubError};
 use crate::hub::feedback::{self, FeedbackMessage};
-use crate::hub::{DeviceBoundMessage, Hub};
+use crate::hub::{DeviceBoundMessage, Hub, Right};
 use crate::mqtt::Broker;
 
 /// The C2D sender link's address.
@@ -48,17 +50,32 @@ pub enum ServiceLink {
 /// Which service link `address` names: the path alone or a full `amqps://host[:port]/path` (as
 /// uamqp writes the target), compared case-insensitively (the SDKs differ in `serviceBound`).
 pub fn service_link(address: &str) -> Option<ServiceLink> {
-    let path = match address.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("", |at| &rest[at..]),
-        None => address,
-    };
-    let path = path.trim_end_matches('/');
-    if path.eq_ignore_ascii_case(DEVICEBOUND_ADDRESS) {
+    let path = super::address_path(address).trim_end_matches('/');
+    let is = |known: &str| path.eq_ignore_ascii_case(known.trim_start_matches('/'));
+    if is(DEVICEBOUND_ADDRESS) {
         Some(ServiceLink::DeviceBound)
-    } else if path.eq_ignore_ascii_case(FEEDBACK_ADDRESS) {
+    } else if is(FEEDBACK_ADDRESS) {
         Some(ServiceLink::Feedback)
     } else {
         None
+    }
+}
+
+/// Serves a link `route_link` found to be one of these (`path` is its address without scheme and
+/// host), once the connection holds a `ServiceConnect` claim for it; a link attached the wrong way
+/// round (receiving from `/messages/devicebound`, sending to the feedback node) is refused.
+pub async fn route(conn: Arc<Connection>, address: &str, path: &str, link: LinkEndpoint) {
+    if !conn.claims.allows(path, Right::ServiceConnect) {
+        return super::refuse_unauthorized(link, address).await;
+    }
+    let (hub, broker) = (conn.server.hub().clone(), conn.server.broker().clone());
+    match (service_link(path), link) {
+        (Some(ServiceLink::DeviceBound), LinkEndpoint::Receiver(receiver)) => serve_devicebound(hub, broker, receiver).await,
+        (Some(ServiceLink::Feedback), LinkEndpoint::Sender(sender)) => serve_feedback(hub, sender).await,
+        (_, link) => {
+            let why = format!("'{address}' is not served in that direction");
+            super::refuse(link, AmqpError::NotAllowed, why).await
+        }
     }
 }
 
@@ -293,6 +310,7 @@ mod tests {
         assert_eq!(service_link("/messages/serviceBound/feedback"), Some(ServiceLink::Feedback));
         assert_eq!(service_link("/messages/events"), None);
         assert_eq!(service_link("amqps://localhost"), None);
+        assert_eq!(service_link("messages/devicebound"), Some(ServiceLink::DeviceBound), "as route_link passes it");
     }
 
     fn message(to: &str) -> Message<Body<Value>> {
