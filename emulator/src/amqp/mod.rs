@@ -7,6 +7,7 @@
 
 pub mod cbs;
 pub mod eventhub;
+pub mod header;
 pub mod node;
 pub mod sasl;
 pub mod service;
@@ -134,14 +135,21 @@ impl AmqpServer {
             return;
         };
         let claims = Claims::default();
-        let acceptor = ConnectionAcceptor::builder()
-            .container_id(self.hub.hostname().to_owned())
-            .max_frame_size(self.limits.max_frame_size)
-            .channel_max(self.limits.max_sessions.saturating_sub(1))
-            .idle_time_out(self.limits.idle_timeout.as_millis() as u32)
-            .sasl_acceptor(sasl::HubSasl::new(self.hub.clone(), claims.clone()))
-            .build();
-        let mut connection = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(io)).await {
+        let accepting = async {
+            let (header, io) = header::read(io).await.map_err(fe2o3_amqp::connection::OpenError::Io)?;
+            let acceptor = ConnectionAcceptor::builder()
+                .container_id(self.hub.hostname().to_owned())
+                .max_frame_size(self.limits.max_frame_size)
+                .channel_max(self.limits.max_sessions.saturating_sub(1))
+                .idle_time_out(self.limits.idle_timeout.as_millis() as u32);
+            if header::is_sasl(&header) {
+                acceptor.sasl_acceptor(sasl::HubSasl::new(self.hub.clone(), claims.clone())).build().accept(io).await
+            } else {
+                // No SASL layer (Node.js azure-iothub): the peer authenticates through $cbs only.
+                acceptor.build().accept(io).await
+            }
+        };
+        let mut connection = match tokio::time::timeout(self.limits.handshake_timeout, accepting).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => {
                 log::debug!("amqp: connection refused during open: {e}");

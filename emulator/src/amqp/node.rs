@@ -47,7 +47,9 @@ impl ReplyLinks {
         let deadline = tokio::time::Instant::now() + REPLY_LINK_WAIT;
         loop {
             let notified = self.attached.notified();
-            if let Some(tx) = self.find(reply_to) {
+            // A reply link without a target address (Node.js azure-iothub's `$cbs` receiver) takes
+            // the answers no addressed link claims.
+            if let Some(tx) = self.find(reply_to).or_else(|| self.find("")) {
                 let _ = tx.send(answer).await;
                 return;
             }
