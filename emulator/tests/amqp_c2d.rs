@@ -39,6 +39,23 @@ impl Service {
         Service { connection, session }
     }
 
+    /// Without a SASL layer at all (protocol header `AMQP 0 1 0 0`), as Node.js azure-iothub
+    /// connects, then a token on `$cbs`.
+    async fn connect_without_sasl(hub: &TestHub) -> Service {
+        let stream = amqp_support::tls(&hub.emulator).await;
+        let mut connection = fe2o3_amqp::Connection::builder()
+            .container_id("no-sasl")
+            .hostname(HOST)
+            .open_with_stream(stream)
+            .await
+            .expect("a peer without SASL is accepted");
+        let mut session = amqp_support::session(&mut connection).await;
+        let token = amqp_support::token(&hub.emulator, HOST, "service", hub.hub.policy_key(), unix_now() + 3600);
+        let (status, description) = amqp_support::Cbs::attach(&mut session).await.put_token(HOST, &token).await;
+        assert_eq!(status, 200, "put-token: {description}");
+        Service { connection, session }
+    }
+
     async fn c2d_sender(&mut self) -> Sender {
         Sender::attach(&mut self.session, format!("c2d-{}", rand::random::<u32>()), "/messages/devicebound").await.expect("attach")
     }
@@ -228,5 +245,17 @@ async fn expiry_feedback_over_the_link_and_a_released_batch_comes_again() {
     let quiet = tokio::time::timeout(Duration::from_millis(1500), receiver.recv::<Body<Value>>()).await;
     assert!(quiet.is_err(), "nothing more after the accept");
     assert_eq!(hub.hub.feedback_count(), 0);
+    service.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_sasl_sends_c2d_after_a_cbs_token() {
+    let hub = TestHub::start().await;
+    let id = Identity::device("no-sasl-dev");
+    let mut dev = device(&hub, &id).await;
+    let mut service = Service::connect_without_sasl(&hub).await;
+    let mut sender = service.c2d_sender().await;
+    assert!(matches!(sender.send(c2d("no-sasl-dev", b"plain amqp")).await.unwrap(), Outcome::Accepted(_)));
+    assert_eq!(&dev.next_publish().await.payload[..], b"plain amqp");
     service.close().await;
 }

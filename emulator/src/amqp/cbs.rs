@@ -105,7 +105,8 @@ pub async fn serve_requests(conn: Arc<Connection>, mut receiver: Receiver) {
         let _ = receiver.accept(&delivery).await;
         let request = delivery.into_message();
         let (status, description) = put_token(&conn, &request);
-        let Some(reply_to) = node::reply_to(&request) else { continue };
+        // uamqp (Python azure-iot-hub) sets no reply-to: it reads answers on its `$cbs` receiver.
+        let reply_to = node::reply_to(&request).unwrap_or_else(|| ADDRESS.to_owned());
         conn.replies.send(&reply_to, node::answer(&request, status, &description, Value::Null)).await;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), receiver.close()).await;

@@ -179,11 +179,14 @@ impl AmqpServer {
 /// Accepts the links of one session, within the per-session cap, and routes each by address.
 async fn serve_session(conn: Arc<Connection>, mut session: ListenerSessionHandle) {
     let link_acceptor = LinkAcceptor::builder().build();
+    let service_acceptor = service::link_acceptor();
     let active = Arc::new(AtomicUsize::new(0));
     while let Some(attach) = session.next_incoming_attach().await {
         let over_cap = active.load(Ordering::SeqCst) >= conn.server.limits.max_links_per_session;
         let name = attach.name.clone();
-        let link = match link_acceptor.accept_incoming_attach(attach.clone(), &mut session).await {
+        let for_service = link_address(&attach).is_some_and(|a| service::service_link(&a).is_some());
+        let acceptor = if for_service { &service_acceptor } else { &link_acceptor };
+        let link = match acceptor.accept_incoming_attach(attach.clone(), &mut session).await {
             Ok(link) => link,
             Err(e) => {
                 log::debug!("amqp: link '{name}' refused: {e}");

@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fe2o3_amqp::acceptor::LinkEndpoint;
+use fe2o3_amqp::acceptor::{LinkAcceptor, LinkEndpoint, SupportedReceiverSettleModes};
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::link::{Receiver, Sender};
-use fe2o3_amqp::types::definitions::{self, AmqpError, ErrorCondition, LinkError};
-use fe2o3_amqp::types::messaging::{Body, Data, Message, MessageId, Outcome, Properties};
+use fe2o3_amqp::types::definitions::{self, AmqpError, ErrorCondition, LinkError, ReceiverSettleMode};
+use fe2o3_amqp::types::messaging::{Body, Data, Message, MessageId, Outcome, Properties, Source, Target};
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Value};
 use ironhub_protocol::topics::PropertyBag;
 
@@ -59,6 +59,16 @@ pub fn service_link(address: &str) -> Option<ServiceLink> {
     } else {
         None
     }
+}
+
+/// The acceptor for these links: the receiver settles first (every disposition settled), whatever
+/// the peer asks, as IoT Hub answers. uamqp (Python azure-iot-hub) asks for `second` but completes
+/// a send only on a settled disposition, so honouring its request would leave it waiting for ever.
+pub fn link_acceptor() -> LinkAcceptor<fn(Source) -> Option<Source>, fn(Target) -> Option<Target>> {
+    LinkAcceptor::builder()
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
+        .build()
 }
 
 /// Serves a link `route_link` found to be one of these (`path` is its address without scheme and
