@@ -61,10 +61,13 @@ pub fn service_link(address: &str) -> Option<ServiceLink> {
     }
 }
 
+/// fe2o3-amqp's link acceptor without source or target rewriting.
+pub type DefaultLinkAcceptor = LinkAcceptor<fn(Source) -> Option<Source>, fn(Target) -> Option<Target>>;
+
 /// The acceptor for these links: the receiver settles first (every disposition settled), whatever
 /// the peer asks, as IoT Hub answers. uamqp (Python azure-iot-hub) asks for `second` but completes
 /// a send only on a settled disposition, so honouring its request would leave it waiting for ever.
-pub fn link_acceptor() -> LinkAcceptor<fn(Source) -> Option<Source>, fn(Target) -> Option<Target>> {
+pub fn link_acceptor() -> DefaultLinkAcceptor {
     LinkAcceptor::builder()
         .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
         .fallback_receiver_settle_mode(ReceiverSettleMode::First)
