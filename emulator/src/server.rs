@@ -149,6 +149,7 @@ impl Emulator {
             retention: config.retention,
             throttle: config.throttle,
             ca_verifier,
+            partition_count: config.partition_count,
         })?);
         let broker = Broker::with_timing(hub.clone(), config.timing);
         let dps = Dps::new(hub.clone(), state_dir)?;
@@ -183,7 +184,7 @@ impl Emulator {
             tasks.push(tokio::spawn(workload::serve(listener, workload_api)));
         }
         let files = Files::new(service_host(&config.hostname, https_port), state_dir);
-        let eventhub = EventHubEndpoint::new(hub.clone(), config.partition_count);
+        let eventhub = EventHubEndpoint::new(hub.clone());
         let amqp = AmqpServer::new(hub.clone(), broker.clone(), config.amqp_limits, eventhub);
         let ctx = Arc::new(crate::http::Context {
             hub: hub.clone(),

@@ -7,6 +7,7 @@
 
 pub mod cbs;
 pub mod eventhub;
+pub mod framing;
 pub mod header;
 pub mod node;
 pub mod sasl;
@@ -135,6 +136,7 @@ impl AmqpServer {
             return;
         };
         let claims = Claims::default();
+        let io = framing::FullPerformatives::new(io);
         let accepting = async {
             let (header, io) = header::read(io).await.map_err(fe2o3_amqp::connection::OpenError::Io)?;
             let acceptor = ConnectionAcceptor::builder()
@@ -161,7 +163,9 @@ impl AmqpServer {
             }
         };
         let conn = Arc::new(Connection { server: self.clone(), claims, replies: node::ReplyLinks::default() });
-        let session_acceptor = SessionAcceptor::new();
+        // handle-max announced too: the pure-Python Azure stack compares against it.
+        let handle_max = self.limits.max_links_per_session.saturating_sub(1).min(u32::MAX as usize) as u32;
+        let session_acceptor = SessionAcceptor::builder().handle_max(handle_max).build();
         while let Some(incoming) = connection.next_incoming_session().await {
             match session_acceptor.accept_incoming_session(incoming, &mut connection).await {
                 Ok(session) => {
@@ -243,9 +247,11 @@ pub async fn route_link(conn: Arc<Connection>, attach: Attach, link: LinkEndpoin
     let path = address_path(&address).to_owned();
     match (path.as_str(), link) {
         (cbs::ADDRESS, LinkEndpoint::Receiver(receiver)) => cbs::serve_requests(conn, receiver).await,
-        (cbs::ADDRESS, LinkEndpoint::Sender(sender)) => node::serve_replies(conn, &attach, sender).await,
+        (cbs::ADDRESS, LinkEndpoint::Sender(sender)) => node::serve_replies(conn, cbs::ADDRESS, &attach, sender).await,
         (eventhub::MANAGEMENT, LinkEndpoint::Receiver(receiver)) => eventhub::serve_management(conn, receiver).await,
-        (eventhub::MANAGEMENT, LinkEndpoint::Sender(sender)) => node::serve_replies(conn, &attach, sender).await,
+        (eventhub::MANAGEMENT, LinkEndpoint::Sender(sender)) => {
+            node::serve_replies(conn, eventhub::MANAGEMENT, &attach, sender).await
+        }
         (p, LinkEndpoint::Sender(sender)) if eventhub::is_partition_address(p) => {
             eventhub::serve_partition(conn, &attach, p, sender).await
         }

@@ -1,9 +1,9 @@
 //! Owns the request/response pattern of AMQP management nodes (`$cbs`, `$management`, ...): the
-//! peer sends requests on one link and receives answers on another whose target is the request's
-//! `reply-to`. This module keeps a connection's answer links by that address and sends answers
+//! peer sends requests on one link and receives answers on another attached from the same node,
+//! whose target is the request's `reply-to` (the pure-Python Azure stack sends no `reply-to`: then
+//! the node's one answer link). This module keeps a connection's answer links and sends answers
 //! with the request's `message-id` as `correlation-id`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,10 +17,10 @@ use super::Connection;
 
 pub type AmqpMessage = Message<Body<Value>>;
 
-/// A connection's answer links, by their target address.
+/// A connection's answer links: (node, target address, where to queue answers).
 #[derive(Default)]
 pub struct ReplyLinks {
-    links: Mutex<HashMap<String, mpsc::Sender<AmqpMessage>>>,
+    links: Mutex<Vec<(String, String, mpsc::Sender<AmqpMessage>)>>,
     /// Wakes answers waiting for a link the peer attaches right after sending its request.
     attached: tokio::sync::Notify,
 }
@@ -29,43 +29,44 @@ pub struct ReplyLinks {
 const REPLY_LINK_WAIT: Duration = Duration::from_secs(5);
 
 impl ReplyLinks {
-    fn register(&self, address: String, tx: mpsc::Sender<AmqpMessage>) {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(address, tx);
+    fn register(&self, node: String, address: String, tx: mpsc::Sender<AmqpMessage>) {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).push((node, address, tx));
         self.attached.notify_waiters();
     }
 
-    fn remove(&self, address: &str) {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
+    fn remove(&self, tx: &mpsc::Sender<AmqpMessage>) {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).retain(|(_, _, t)| !t.same_channel(tx));
     }
 
-    fn find(&self, address: &str) -> Option<mpsc::Sender<AmqpMessage>> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).get(address).cloned()
+    /// The link for `reply_to`, else the newest answer link of `node`.
+    fn find(&self, node: &str, reply_to: Option<&str>) -> Option<mpsc::Sender<AmqpMessage>> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let by_address = reply_to.and_then(|r| links.iter().find(|(_, a, _)| a == r));
+        by_address.or_else(|| links.iter().rev().find(|(n, _, _)| n == node)).map(|(_, _, tx)| tx.clone())
     }
 
-    /// Sends `answer` on the link attached for `reply_to`, waiting a little for it to appear.
-    pub async fn send(&self, reply_to: &str, answer: AmqpMessage) {
+    /// Sends `answer` to a request of `node` on its answer link, waiting a little for it to appear.
+    pub async fn send(&self, node: &str, reply_to: Option<&str>, answer: AmqpMessage) {
         let deadline = tokio::time::Instant::now() + REPLY_LINK_WAIT;
         loop {
             let notified = self.attached.notified();
-            // A reply link without a target address (Node.js azure-iothub's `$cbs` receiver) takes
-            // the answers no addressed link claims.
-            if let Some(tx) = self.find(reply_to).or_else(|| self.find("")) {
+            if let Some(tx) = self.find(node, reply_to) {
                 let _ = tx.send(answer).await;
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                log::debug!("amqp: no link attached for reply-to '{reply_to}'; answer dropped");
+                log::debug!("amqp: no answer link attached for {node} ({reply_to:?}); answer dropped");
                 return;
             }
         }
     }
 }
 
-/// Serves an answer link until the peer detaches it.
-pub async fn serve_replies(conn: Arc<Connection>, attach: &Attach, mut sender: Sender) {
+/// Serves an answer link of `node` until the peer detaches it.
+pub async fn serve_replies(conn: Arc<Connection>, node: &str, attach: &Attach, mut sender: Sender) {
     let address = super::target_address(attach).unwrap_or_default();
     let (tx, mut rx) = mpsc::channel::<AmqpMessage>(16);
-    conn.replies.register(address.clone(), tx);
+    conn.replies.register(node.to_owned(), address, tx.clone());
     loop {
         tokio::select! {
             answer = rx.recv() => match answer {
@@ -79,7 +80,7 @@ pub async fn serve_replies(conn: Arc<Connection>, attach: &Attach, mut sender: S
             _ = sender.on_detach() => break,
         }
     }
-    conn.replies.remove(&address);
+    conn.replies.remove(&tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), sender.close()).await;
 }
 

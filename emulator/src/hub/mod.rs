@@ -47,7 +47,7 @@ use crate::Identity;
 
 pub use auth::{ConnectRefusal, Right};
 pub use error::{HubError, TwinError};
-pub use events::{EventFilter, StoredEvent, TelemetryRecord};
+pub use events::{EventFilter, EventSource, StoredEvent, TelemetryRecord};
 pub use registry::{AuthType, Authentication, DeviceRecord, ModuleRecord};
 pub use routes::RouteTarget;
 pub use twin::{DesiredNotification, Twin};
@@ -83,6 +83,8 @@ pub struct HubConfig {
     pub policy_key: Option<String>,
     /// Verifies device certificates for `certificateAuthority` identities (from `--ca-cert`).
     pub ca_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Partitions of the Event Hub-compatible endpoint; 0: IoT Hub's default, 4.
+    pub partition_count: u32,
 }
 
 struct ModuleEntry {
@@ -207,7 +209,7 @@ impl State {
             state.feedback.release_all();
         }
         let events = loaded.events.iter().filter_map(|(seq, doc)| StoredEvent::from_doc(*seq, doc)).collect();
-        state.events = events::EventLog::restore(events, loaded.last_event_sequence);
+        state.events = events::EventLog::restore(events, loaded.last_event_sequence, events::DEFAULT_PARTITIONS);
         Ok(Some((state, key)))
     }
 
@@ -307,6 +309,8 @@ impl Hub {
         if let Some(legacy) = imported {
             let _ = std::fs::rename(&legacy, legacy.with_extension("json.imported"));
         }
+        let partitions = if config.partition_count == 0 { events::DEFAULT_PARTITIONS } else { config.partition_count };
+        state.events = std::mem::take(&mut state.events).repartition(partitions);
         Ok(Hub {
             hostname: config.hostname,
             policy_key,
@@ -473,13 +477,20 @@ impl Hub {
     }
 
     pub fn record_telemetry(&self, msg: TelemetryRecord) -> u64 {
+        self.record_event(EventSource::Telemetry, msg)
+    }
+
+    /// Appends an event for the Event Hub-compatible endpoint (and, telemetry, the events API).
+    pub fn record_event(&self, source: EventSource, msg: TelemetryRecord) -> u64 {
         let now = now_iso();
         let seq = {
             let mut state = self.lock();
-            if let Some(device) = state.devices.get_mut(&msg.device_id) {
-                device.record.presence.last_activity_time = Some(now.clone());
+            if source == EventSource::Telemetry {
+                if let Some(device) = state.devices.get_mut(&msg.device_id) {
+                    device.record.presence.last_activity_time = Some(now.clone());
+                }
             }
-            let seq = state.events.append(msg, now);
+            let seq = state.events.append_from(source, msg, now, now_ms());
             self.store_writes(|| {
                 let mut writes = Vec::new();
                 if let Some(event) = state.events.last() {
@@ -671,6 +682,31 @@ impl Hub {
 
     pub fn last_event_sequence(&self) -> u64 {
         self.lock().events.last_sequence()
+    }
+
+    // ---- the Event Hub-compatible endpoint's reads ----
+
+    pub fn partition_count(&self) -> u32 {
+        self.lock().events.partition_count()
+    }
+
+    /// Up to `limit` events of `partition` after hub-wide sequence number `after`.
+    pub fn partition_events_after(&self, partition: u32, after: u64, limit: usize) -> Vec<StoredEvent> {
+        self.lock().events.partition_after(partition, after, limit)
+    }
+
+    /// The first retained event of `partition` that `pred` accepts.
+    pub fn partition_find(&self, partition: u32, pred: impl Fn(&StoredEvent) -> bool) -> Option<StoredEvent> {
+        self.lock().events.partition_find(partition, pred)
+    }
+
+    pub fn partition_info(&self, partition: u32) -> events::PartitionInfo {
+        self.lock().events.partition_info(partition)
+    }
+
+    /// Changes whenever an event is appended (its value: the newest hub-wide sequence number).
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_signal.subscribe()
     }
 
     /// Merges named routes (`None` removes one); all-or-nothing; persisted.

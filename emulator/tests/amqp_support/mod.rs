@@ -131,3 +131,41 @@ impl Cbs {
 pub async fn session(connection: &mut ConnectionHandle<()>) -> SessionHandle<()> {
     Session::begin(connection).await.expect("session begins")
 }
+
+/// A session holding a CBS claim for the Event Hub-compatible entity.
+pub async fn eventhub_session(emu: &RunningEmulator, connection: &mut ConnectionHandle<()>) -> (SessionHandle<()>, Cbs) {
+    let mut session = session(connection).await;
+    let mut cbs = Cbs::attach(&mut session).await;
+    let audience = format!("sb://{HOST}/{}", entity(emu));
+    let tok = token(emu, &audience, "service", emu.hub().policy_key(), unix_now() + 600);
+    assert_eq!(cbs.put_token(&audience, &tok).await.0, 200);
+    (session, cbs)
+}
+
+/// The Event Hub-compatible name.
+pub fn entity(emu: &RunningEmulator) -> String {
+    emu.amqp().eventhub().entity.clone()
+}
+
+/// A receiver on one partition, starting where `selector` says.
+pub async fn partition_receiver(
+    session: &mut SessionHandle<()>,
+    address: &str,
+    selector: Option<&str>,
+) -> Receiver {
+    use fe2o3_amqp_types::messaging::Source;
+    use fe2o3_amqp_types::primitives::{OrderedMap, Symbol};
+    use serde_amqp::described::Described;
+    use serde_amqp::descriptor::Descriptor;
+    let mut source = Source::builder().address(address.to_owned()).build();
+    if let Some(selector) = selector {
+        let mut filter = OrderedMap::new();
+        let described = Described {
+            descriptor: Descriptor::Name(Symbol::from("apache.org:selector-filter:string")),
+            value: Value::String(selector.into()),
+        };
+        filter.insert(Symbol::from("apache.org:selector-filter:string"), Value::Described(Box::new(described)));
+        source.filter = Some(filter);
+    }
+    Receiver::builder().name(format!("rx-{}", rand_id())).source(source).target("me").attach(session).await.expect("attach")
+}
