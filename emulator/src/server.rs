@@ -191,6 +191,7 @@ impl Emulator {
             broker: broker.clone(),
             dps: dps.clone(),
             files: files.clone(),
+            amqp: amqp.clone(),
             limits: config.http_limits,
         });
         tasks.push(tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())));

@@ -1,5 +1,5 @@
 """Service-side C2D over AMQP: azure-iot-hub's `IoTHubRegistryManager.send_c2d_message` (uamqp:
-TLS on 5671, CBS put-token, the `/messages/devicebound` link), unchanged, delivers to a device of
+TLS on 5671 or WebSockets on 443, CBS put-token, the `/messages/devicebound` link), unchanged, delivers to a device of
 the official azure-iot-device and to an ironhub device, with its system and application
 properties; an unknown device is refused.
 
@@ -23,15 +23,18 @@ PROPERTIES = {
 }
 
 
-@pytest.fixture
-def amqp_registry(emulator, monkeypatch, tmp_path):
+@pytest.fixture(params=["Amqp", "AmqpOverWebsocket"])
+def amqp_registry(request, emulator, monkeypatch, tmp_path):
+    """The registry manager whose C2D client speaks AMQP on 5671, or over WebSockets on 443."""
     import certifi
     from azure.iot.hub import IoTHubRegistryManager
+    from uamqp import TransportType
 
     bundle = tmp_path / "ca-bundle.pem"
     bundle.write_text(open(certifi.where()).read() + "\n" + emulator.ca_pem)
     monkeypatch.setattr(certifi, "where", lambda: str(bundle))
-    registry = IoTHubRegistryManager.from_connection_string(emulator.service_connection_string)
+    transport = getattr(TransportType, request.param)
+    registry = IoTHubRegistryManager.from_connection_string(emulator.service_connection_string, transport_type=transport)
     yield registry
     registry.amqp_svc_client.disconnect_sync()
 

@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor};
+use fe2o3_amqp::acceptor::{
+    ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerSessionHandle, SessionAcceptor, SupportedSenderSettleModes,
+};
 use fe2o3_amqp::link::{Receiver, Sender};
-use fe2o3_amqp_types::definitions::{self, AmqpError, ErrorCondition};
+use fe2o3_amqp_types::definitions::{self, AmqpError, ErrorCondition, SenderSettleMode};
 use fe2o3_amqp_types::messaging::TargetArchetype;
 use fe2o3_amqp_types::performatives::Attach;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -126,10 +128,21 @@ impl AmqpServer {
         }
     }
 
+    /// AMQP over WebSockets (443, after the HTTP upgrade): each binary message carries AMQP bytes.
+    pub async fn serve_websocket<S>(self: Arc<Self>, upgraded: S)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        // A frame may span messages; a message is bounded by one frame plus slack.
+        let max_message = self.limits.max_frame_size as usize + 1024;
+        let stream = crate::mqtt::websocket::WsByteStream::server_with_limit(upgraded, max_message).await;
+        self.serve_stream(stream).await
+    }
+
     /// Serves one AMQP connection on an established stream (TLS, or a WebSocket's bytes).
     pub async fn serve_stream<Io>(self: Arc<Self>, io: Io)
     where
-        Io: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+        Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let Ok(_permit) = self.connections.clone().try_acquire_owned() else {
             log::warn!("amqp: connection refused: {} connections open", self.limits.max_connections);
@@ -184,12 +197,24 @@ impl AmqpServer {
 async fn serve_session(conn: Arc<Connection>, mut session: ListenerSessionHandle) {
     let link_acceptor = LinkAcceptor::builder().build();
     let service_acceptor = service::link_acceptor();
+    // Events go out pre-settled, as an Event Hub sends them: its consumers track positions
+    // themselves and the pure-Python one never settles a delivery.
+    let settled_acceptor = LinkAcceptor::builder()
+        .supported_sender_settle_modes(SupportedSenderSettleModes::Settled)
+        .fallback_sender_settle_mode(SenderSettleMode::Settled)
+        .build();
     let active = Arc::new(AtomicUsize::new(0));
     while let Some(attach) = session.next_incoming_attach().await {
         let over_cap = active.load(Ordering::SeqCst) >= conn.server.limits.max_links_per_session;
         let name = attach.name.clone();
+        let is_partition = attach.role == definitions::Role::Receiver
+            && link_address(&attach).is_some_and(|a| eventhub::is_partition_address(address_path(&a)));
         let for_service = link_address(&attach).is_some_and(|a| service::service_link(&a).is_some());
-        let acceptor = if for_service { &service_acceptor } else { &link_acceptor };
+        let acceptor = match (is_partition, for_service) {
+            (true, _) => &settled_acceptor,
+            (_, true) => &service_acceptor,
+            _ => &link_acceptor,
+        };
         let link = match acceptor.accept_incoming_attach(attach.clone(), &mut session).await {
             Ok(link) => link,
             Err(e) => {

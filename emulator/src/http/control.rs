@@ -1,6 +1,7 @@
 //! Owns the emulator's control API under `/emulator/...` (service SAS auth, ServiceConnect):
-//! the telemetry event log with long-polling, C2D and module-input injection, routes, and
-//! connection drops for fault injection. Documented in emulator/README.md.
+//! the telemetry event log with long-polling, C2D and module-input injection, routes, connection
+//! drops for fault injection, and the Event Hub-compatible endpoint's consumer groups.
+//! Documented in emulator/README.md.
 
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub async fn route(ctx: &Context, req: &ApiRequest) -> Option<Result<Reply, HubE
         ["devices", d, "messages", "devicebound"] if post => c2d(ctx, req, d),
         ["devices", d, "modules", m, "inputs", input] if post => module_input(ctx, req, d, m, input),
         ["routes"] => routes(ctx, req),
+        ["consumerGroups"] if req.method == Method::GET => consumer_groups(ctx),
+        ["consumerGroups", name] => consumer_group(ctx, req, name),
         ["devices", d, "disconnect"] if post => disconnect(ctx, Identity::device(*d)),
         ["devices", d, "modules", m, "disconnect"] if post => disconnect(ctx, Identity::module(*d, *m)),
         ["events"] | ["devices", ..] => Err(method_not_allowed(req)),
@@ -142,6 +145,24 @@ fn routes(ctx: &Context, req: &ApiRequest) -> Result<Reply, HubError> {
             }
             Ok(response::ok(&json!({"routes": ctx.hub.merge_routes(changes)?})))
         }
+        _ => Err(method_not_allowed(req)),
+    }
+}
+
+/// The Event Hub-compatible endpoint's consumer groups (IoT Hub manages them through ARM).
+fn consumer_groups(ctx: &Context) -> Result<Reply, HubError> {
+    Ok(response::ok(&json!({"consumerGroups": ctx.amqp.eventhub().consumer_groups()})))
+}
+
+fn consumer_group(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, HubError> {
+    let endpoint = ctx.amqp.eventhub();
+    match req.method {
+        Method::PUT => {
+            endpoint.create_consumer_group(name).map_err(HubError::invalid)?;
+            Ok(response::ok(&json!({"name": name})))
+        }
+        Method::DELETE if endpoint.delete_consumer_group(name) => Ok(response::no_content()),
+        Method::DELETE => Err(HubError::new(error::NOT_FOUND, format!("No consumer group '{name}' (and $Default stays)"))),
         _ => Err(method_not_allowed(req)),
     }
 }

@@ -24,7 +24,7 @@ mod inbound;
 mod methods;
 mod sessions;
 mod timing;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
