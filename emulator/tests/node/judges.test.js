@@ -12,7 +12,7 @@ const https = require('node:https');
 
 const { Client: DeviceClient, ModuleClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
-const { Registry, Client: ServiceClient } = require('azure-iothub');
+const { Registry, Client: ServiceClient, AmqpWs } = require('azure-iothub');
 
 const hub = JSON.parse(fs.readFileSync(process.env.IRONHUB_HUB_JSON, 'utf8'));
 const ca = fs.readFileSync(hub.caFile, 'utf8');
@@ -277,4 +277,20 @@ test('service C2D over AMQP (Client.send) reaches the device, with full feedback
 
   await assert.rejects(service.send(`${run}-nobody`, new Message('x')), (e) => e.constructor.name === 'DeviceNotFoundError');
   await service.close();
+});
+
+test('service C2D over AMQP on WebSockets (AmqpWs)', async () => {
+  const { deviceId, key } = await newDevice('amqp-ws-c2d');
+  const device = deviceClient(deviceId, key);
+  const received = once(device, 'message');
+  await open(device);
+  const overWs = ServiceClient.fromConnectionString(serviceCs, AmqpWs);
+  const msg = new Message('over wss');
+  msg.messageId = `${run}-ws`;
+  await overWs.send(deviceId, msg);
+  const [got] = await received;
+  assert.equal(got.data.toString(), 'over wss');
+  assert.equal(got.messageId, msg.messageId);
+  await device.complete(got);
+  await overWs.close();
 });
