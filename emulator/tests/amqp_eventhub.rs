@@ -207,3 +207,54 @@ async fn management_reads_the_entity_and_its_partitions() {
     let (status, _) = management(&mut bare_session, &[("operation", "READ"), ("type", "com.microsoft:eventhub"), ("name", &name)]).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn twin_changes_reach_the_endpoint_only_while_a_twin_change_route_targets_it() {
+    use ironhub_emulator::hub::twin_changes::MessageRoute;
+    use ironhub_emulator::hub::EventFilter;
+    use ironhub_emulator::Identity;
+    let emu = start().await;
+    emu.hub().create_device("thermo").unwrap();
+    let id = Identity::device("thermo");
+    emu.hub().patch_reported(&id, &serde_json::json!({"before": 1})).unwrap();
+    let route = MessageRoute {
+        source: "TwinChangeEvents".into(),
+        condition: "true".into(),
+        endpoint_names: vec!["events".into()],
+        is_enabled: true,
+    };
+    emu.hub().put_message_route("twins", route).unwrap();
+    emu.hub().patch_reported(&id, &serde_json::json!({"temp": 21})).unwrap();
+    emu.hub().update_twin(&id, &serde_json::json!({"properties": {"desired": {"rate": 5}}}), None, false).unwrap();
+    emu.hub().update_twin(&id, &serde_json::json!({"properties": {"desired": {"only": true}}}), None, true).unwrap();
+
+    let mut connection = connect(&emu).await;
+    let (mut session, _cbs) = eventhub_session(&emu, &mut connection).await;
+    let p = partition_of("thermo", 4);
+    let mut rx = partition_receiver(&mut session, &address(&emu, "$Default", p), Some("amqp.annotation.x-opt-offset > '-1'")).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let m = recv(&mut rx).await;
+        assert_eq!(annotation(&m, "iothub-message-source"), &Value::String("twinChangeEvents".into()));
+        assert_eq!(annotation(&m, "iothub-connection-device-id"), &Value::String("thermo".into()));
+        let app = &m.application_properties.as_ref().unwrap().0;
+        let text = |k: &str| match app.get(k) {
+            Some(SimpleValue::String(s)) => s.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(text("hubName"), entity(&emu));
+        assert_eq!(text("deviceId"), "thermo");
+        assert_eq!(text("iothub-message-schema"), "twinChangeNotification");
+        let body: serde_json::Value = serde_json::from_slice(&body(&m)).unwrap();
+        seen.push((text("opType"), body));
+    }
+    assert_eq!(seen[0].0, "updateTwin");
+    assert_eq!(seen[0].1["properties"]["reported"]["temp"], 21);
+    assert!(seen[0].1["properties"]["reported"]["$version"].is_u64());
+    assert!(seen[0].1["properties"]["reported"].get("before").is_none(), "only the change, and none before the route");
+    assert_eq!((seen[1].0.as_str(), &seen[1].1["properties"]["desired"]["rate"]), ("updateTwin", &serde_json::json!(5)));
+    assert_eq!((seen[2].0.as_str(), &seen[2].1["properties"]["desired"]["only"]), ("replaceTwin", &serde_json::json!(true)));
+    assert!(seen[2].1["version"].as_u64().unwrap() > seen[0].1["version"].as_u64().unwrap());
+    rx.close().await.unwrap();
+    assert!(emu.hub().events_after(&EventFilter::default(), 0).is_empty(), "twin changes are not telemetry");
+}

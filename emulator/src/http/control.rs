@@ -1,6 +1,7 @@
 //! Owns the emulator's control API under `/emulator/...` (service SAS auth, ServiceConnect):
 //! the telemetry event log with long-polling, C2D and module-input injection, routes, connection
-//! drops for fault injection, and the Event Hub-compatible endpoint's consumer groups.
+//! drops for fault injection, and the Event Hub-compatible endpoint's consumer groups and the
+//! message routes that send twin change events to it.
 //! Documented in emulator/README.md.
 
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub async fn route(ctx: &Context, req: &ApiRequest) -> Option<Result<Reply, HubE
         ["devices", d, "modules", m, "inputs", input] if post => module_input(ctx, req, d, m, input),
         ["routes"] => routes(ctx, req),
         ["consumerGroups"] if req.method == Method::GET => consumer_groups(ctx),
+        ["messageRoutes"] if req.method == Method::GET => Ok(response::ok(&json!({"routes": ctx.hub.message_routes()}))),
+        ["messageRoutes", name] => message_route(ctx, req, name),
         ["consumerGroups", name] => consumer_group(ctx, req, name),
         ["devices", d, "disconnect"] if post => disconnect(ctx, Identity::device(*d)),
         ["devices", d, "modules", m, "disconnect"] if post => disconnect(ctx, Identity::module(*d, *m)),
@@ -163,6 +166,20 @@ fn consumer_group(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, 
         }
         Method::DELETE if endpoint.delete_consumer_group(name) => Ok(response::no_content()),
         Method::DELETE => Err(HubError::new(error::NOT_FOUND, format!("No consumer group '{name}' (and $Default stays)"))),
+        _ => Err(method_not_allowed(req)),
+    }
+}
+
+/// IoT Hub message routes (ARM's `routing.routes`): `{"source": "TwinChangeEvents", "endpointNames": ["events"]}`.
+fn message_route(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, HubError> {
+    match req.method {
+        Method::PUT => {
+            let route = serde_json::from_value(req.json()?)
+                .map_err(|e| HubError::invalid(format!("A route is {{\"source\", \"endpointNames\", \"condition\", \"isEnabled\"}}: {e}")))?;
+            Ok(response::ok(&json!({"routes": ctx.hub.put_message_route(name, route)?})))
+        }
+        Method::DELETE if ctx.hub.delete_message_route(name) => Ok(response::no_content()),
+        Method::DELETE => Err(HubError::new(error::NOT_FOUND, format!("No message route '{name}'"))),
         _ => Err(method_not_allowed(req)),
     }
 }

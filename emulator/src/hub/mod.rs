@@ -31,6 +31,7 @@ mod service_twins;
 pub mod store;
 pub mod throttle;
 pub mod twin;
+pub mod twin_changes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -105,6 +106,8 @@ struct State {
     pending: devicebound::PendingQueues,
     feedback: feedback::FeedbackQueue,
     events: events::EventLog,
+    /// IoT Hub message routes (`TwinChangeEvents` into `events`); in memory only.
+    message_routes: twin_changes::MessageRoutes,
     /// Source of registry ETags: bumped on every device or module write.
     revision: u64,
 }
@@ -471,9 +474,47 @@ impl Hub {
     }
 
     pub fn patch_reported(&self, id: &Identity, patch: &Value) -> Result<u64, TwinError> {
-        let patch = patch.as_object().ok_or_else(|| HubError::invalid("A reported properties patch must be a JSON object"))?;
+        let object = patch.as_object().ok_or_else(|| HubError::invalid("A reported properties patch must be a JSON object"))?;
         let now = now_iso();
-        self.with_twin(id, |twin| twin.patch_reported(patch, &now))
+        let (reported_version, twin_version) =
+            self.with_twin(id, |twin| Ok((twin.patch_reported(object, &now)?, twin.version)))?;
+        self.twin_changed(id, twin_changes::Operation::Update, "reported", patch, reported_version, twin_version);
+        Ok(reported_version)
+    }
+
+    /// Puts a twin change event on the Event Hub-compatible endpoint when a `TwinChangeEvents`
+    /// route sends them there.
+    fn twin_changed(
+        &self,
+        id: &Identity,
+        op: twin_changes::Operation,
+        section: &str,
+        changed: &Value,
+        section_version: u64,
+        twin_version: u64,
+    ) {
+        if !self.lock().message_routes.twin_changes_enabled() {
+            return;
+        }
+        let hub_name = self.hostname.split('.').next().unwrap_or_default();
+        let event =
+            twin_changes::change_event(hub_name, id, op, section, changed, section_version, twin_version, &now_iso());
+        self.record_event(EventSource::TwinChangeEvents, event);
+    }
+
+    /// Adds or replaces an IoT Hub message route (only `TwinChangeEvents` into `events`).
+    pub fn put_message_route(&self, name: &str, route: twin_changes::MessageRoute) -> Result<Value, HubError> {
+        let mut state = self.lock();
+        state.message_routes.put(name, route)?;
+        Ok(state.message_routes.to_json())
+    }
+
+    pub fn delete_message_route(&self, name: &str) -> bool {
+        self.lock().message_routes.remove(name)
+    }
+
+    pub fn message_routes(&self) -> Value {
+        self.lock().message_routes.to_json()
     }
 
     pub fn record_telemetry(&self, msg: TelemetryRecord) -> u64 {
