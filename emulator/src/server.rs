@@ -185,7 +185,7 @@ impl Emulator {
         }
         let files = Files::new(service_host(&config.hostname, https_port), state_dir);
         let eventhub = EventHubEndpoint::new(hub.clone());
-        let amqp = AmqpServer::new(hub.clone(), config.amqp_limits, eventhub);
+        let amqp = AmqpServer::new(hub.clone(), broker.clone(), config.amqp_limits, eventhub);
         let ctx = Arc::new(crate::http::Context {
             hub: hub.clone(),
             broker: broker.clone(),

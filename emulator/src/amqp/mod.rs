@@ -8,8 +8,10 @@
 pub mod cbs;
 pub mod eventhub;
 pub mod framing;
+pub mod header;
 pub mod node;
 pub mod sasl;
+pub mod service;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -64,6 +66,8 @@ impl Default for AmqpLimits {
 /// The AMQP server of one emulator.
 pub struct AmqpServer {
     hub: Arc<Hub>,
+    /// Delivers the service's C2D messages to connected devices (`service`).
+    broker: Arc<crate::mqtt::Broker>,
     limits: AmqpLimits,
     connections: Arc<Semaphore>,
     eventhub: Arc<eventhub::EventHubEndpoint>,
@@ -78,8 +82,17 @@ pub struct Connection {
 }
 
 impl AmqpServer {
-    pub fn new(hub: Arc<Hub>, limits: AmqpLimits, eventhub: Arc<eventhub::EventHubEndpoint>) -> Arc<AmqpServer> {
-        Arc::new(AmqpServer { hub, connections: Arc::new(Semaphore::new(limits.max_connections)), limits, eventhub })
+    pub fn new(
+        hub: Arc<Hub>,
+        broker: Arc<crate::mqtt::Broker>,
+        limits: AmqpLimits,
+        eventhub: Arc<eventhub::EventHubEndpoint>,
+    ) -> Arc<AmqpServer> {
+        Arc::new(AmqpServer { hub, broker, connections: Arc::new(Semaphore::new(limits.max_connections)), limits, eventhub })
+    }
+
+    pub fn broker(&self) -> &Arc<crate::mqtt::Broker> {
+        &self.broker
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -117,15 +130,22 @@ impl AmqpServer {
             return;
         };
         let claims = Claims::default();
-        let acceptor = ConnectionAcceptor::builder()
-            .container_id(self.hub.hostname().to_owned())
-            .max_frame_size(self.limits.max_frame_size)
-            .channel_max(self.limits.max_sessions.saturating_sub(1))
-            .idle_time_out(self.limits.idle_timeout.as_millis() as u32)
-            .sasl_acceptor(sasl::HubSasl::new(self.hub.clone(), claims.clone()))
-            .build();
         let io = framing::FullPerformatives::new(io);
-        let mut connection = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(io)).await {
+        let accepting = async {
+            let (header, io) = header::read(io).await.map_err(fe2o3_amqp::connection::OpenError::Io)?;
+            let acceptor = ConnectionAcceptor::builder()
+                .container_id(self.hub.hostname().to_owned())
+                .max_frame_size(self.limits.max_frame_size)
+                .channel_max(self.limits.max_sessions.saturating_sub(1))
+                .idle_time_out(self.limits.idle_timeout.as_millis() as u32);
+            if header::is_sasl(&header) {
+                acceptor.sasl_acceptor(sasl::HubSasl::new(self.hub.clone(), claims.clone())).build().accept(io).await
+            } else {
+                // No SASL layer (Node.js azure-iothub): the peer authenticates through $cbs only.
+                acceptor.build().accept(io).await
+            }
+        };
+        let mut connection = match tokio::time::timeout(self.limits.handshake_timeout, accepting).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => {
                 log::debug!("amqp: connection refused during open: {e}");
@@ -157,6 +177,7 @@ impl AmqpServer {
 /// Accepts the links of one session, within the per-session cap, and routes each by address.
 async fn serve_session(conn: Arc<Connection>, mut session: ListenerSessionHandle) {
     let link_acceptor = LinkAcceptor::builder().build();
+    let service_acceptor = service::link_acceptor();
     // Events go out pre-settled, as an Event Hub sends them: its consumers track positions
     // themselves and the pure-Python one never settles a delivery.
     let settled_acceptor = LinkAcceptor::builder()
@@ -169,7 +190,12 @@ async fn serve_session(conn: Arc<Connection>, mut session: ListenerSessionHandle
         let name = attach.name.clone();
         let is_partition = attach.role == definitions::Role::Receiver
             && link_address(&attach).is_some_and(|a| eventhub::is_partition_address(address_path(&a)));
-        let acceptor = if is_partition { &settled_acceptor } else { &link_acceptor };
+        let for_service = link_address(&attach).is_some_and(|a| service::service_link(&a).is_some());
+        let acceptor = match (is_partition, for_service) {
+            (true, _) => &settled_acceptor,
+            (_, true) => &service_acceptor,
+            _ => &link_acceptor,
+        };
         let link = match acceptor.accept_incoming_attach(attach.clone(), &mut session).await {
             Ok(link) => link,
             Err(e) => {
@@ -235,6 +261,7 @@ pub async fn route_link(conn: Arc<Connection>, attach: Attach, link: LinkEndpoin
         (p, LinkEndpoint::Sender(sender)) if eventhub::is_partition_address(p) => {
             eventhub::serve_partition(conn, &attach, p, sender).await
         }
+        (p, link) if service::service_link(p).is_some() => service::route(conn, &address, p, link).await,
         (_, link) => refuse(link, AmqpError::NotFound, format!("The messaging entity '{address}' could not be found.")).await,
     }
 }

@@ -109,16 +109,9 @@ fn device_bound_message(req: &ApiRequest) -> Result<DeviceBoundMessage, HubError
 
 fn c2d(ctx: &Context, req: &ApiRequest, device_id: &str) -> Result<Reply, HubError> {
     let mut msg = device_bound_message(req)?;
-    if msg.body.len() > limits::MAX_C2D_BYTES {
-        return Err(HubError::new(
-            error::MESSAGE_TOO_LARGE,
-            format!("The C2D message is {} bytes; the limit is {}", msg.body.len(), limits::MAX_C2D_BYTES),
-        ));
-    }
-    ctx.hub.check_identity(&Identity::device(device_id))?;
-    msg.properties.to = Some(format!("/devices/{device_id}/messages/devicebound"));
-    let delivered = ctx.broker.deliver_c2d(device_id, msg)?;
-    ctx.hub.count_c2d(device_id);
+    // `iothub-ack` as the service SDKs set it: feedback on /messages/servicebound/feedback.
+    msg.properties.ack = optional_string(&req.json()?, "ack")?;
+    let delivered = ctx.broker.accept_c2d(device_id, msg)?;
     Ok(response::ok(&json!({"delivered": delivered, "pendingCount": ctx.hub.pending_c2d_count(device_id)})))
 }
 

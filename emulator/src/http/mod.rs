@@ -70,6 +70,7 @@ impl Context {
         let files = crate::files::Files::new(hub.hostname().to_owned(), None);
         let amqp = crate::amqp::AmqpServer::new(
             hub.clone(),
+            broker.clone(),
             crate::amqp::AmqpLimits::default(),
             crate::amqp::eventhub::EventHubEndpoint::new(hub.clone()),
         );

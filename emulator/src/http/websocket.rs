@@ -23,7 +23,8 @@ const AMQP_SUBPROTOCOL: &str = "AMQPWSB10";
 
 /// True for a WebSocket upgrade request on the IoT Hub or Service Bus path.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    matches!(req.uri().path(), PATH | SERVICEBUS_PATH)
+    // uamqp (Python azure-iot-hub over WebSockets) asks for `/$servicebus/websocket/`.
+    matches!(req.uri().path().trim_end_matches('/'), PATH | SERVICEBUS_PATH)
         && req.method() == http::Method::GET
         && req.headers().get(http::header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

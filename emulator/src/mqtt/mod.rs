@@ -32,8 +32,10 @@ use std::time::Duration;
 use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
 
+use crate::hub::error;
 use crate::hub::{DeviceBoundMessage, Hub, HubError};
 use crate::identity::Identity;
+use ironhub_protocol::limits;
 use ironhub_protocol::topics::{self, PropertyBag};
 
 pub use methods::{MethodError, MethodResult};
@@ -137,6 +139,22 @@ impl Broker {
         let token = self.hub.enqueue_devicebound(&id, None, msg, delay)?;
         self.deliver_pending_after(&id, delay);
         Ok(self.hub.devicebound_sent(&id, token))
+    }
+
+    /// A C2D message from the service side (the control API, AMQP `/messages/devicebound`): checked
+    /// against IoT Hub's size limit (413001), addressed (`$.to`) as IoT Hub addresses it, counted in
+    /// the device's `cloudToDeviceMessageCount`, then queued as [`deliver_c2d`](Self::deliver_c2d) does.
+    pub fn accept_c2d(&self, device_id: &str, mut msg: DeviceBoundMessage) -> Result<bool, HubError> {
+        if msg.body.len() > limits::MAX_C2D_BYTES {
+            return Err(HubError::new(
+                error::MESSAGE_TOO_LARGE,
+                format!("The C2D message is {} bytes; the limit is {}", msg.body.len(), limits::MAX_C2D_BYTES),
+            ));
+        }
+        msg.properties.to = Some(format!("/devices/{device_id}/messages/devicebound"));
+        let delivered = self.deliver_c2d(device_id, msg)?;
+        self.hub.count_c2d(device_id);
+        Ok(delivered)
     }
 
     /// Accepts a message for a module input (a routed copy or the control API's injection); it is
