@@ -142,7 +142,9 @@ fn pipelined(b: &Bench) {
     let m = Message::new(vec![b'x'; 200]);
     let t0 = Instant::now();
     let futs: Vec<_> = (0..n).map(|_| c.send_message_pipelined(&m)).collect();
-    let results = futures::executor::block_on(futures::future::join_all(futs));
+    // Awaited on a runtime of the bench's own: the futures' timers need a tokio context.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let results = rt.block_on(futures::future::join_all(futs));
     let total = t0.elapsed();
     let failed = results.iter().filter(|r| r.is_err()).count();
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
@@ -239,7 +241,8 @@ fn rss_child(n: usize, port: u16, ca: &str, list: &str) {
     first.connect().expect("connect");
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kb();
-    let clients: Vec<ironhub::Client> = futures::executor::block_on(async move {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let clients: Vec<ironhub::Client> = rt.block_on(async move {
         let mut all = Vec::with_capacity(n);
         let mut pending = Vec::new();
         for cs in &strings[1..=n] {
