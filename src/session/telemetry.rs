@@ -76,13 +76,20 @@ impl Outbox {
     /// Gives the item back when it must take the outbox.
     fn try_direct(&self, link: Option<Arc<Link>>, permits: &Arc<Semaphore>, item: OutgoingSend) -> Option<OutgoingSend> {
         let st = lock(&self.0);
-        let Some(link) = link.filter(|l| st.queued == 0 && st.tx.is_some() && l.is_ready()) else { return Some(item) };
-        let Ok(permit) = permits.clone().try_acquire_owned() else { return Some(item) };
-        let OutgoingSend { topic, payload, done, state, reservation, .. } = item;
+        if st.queued > 0 || st.tx.is_none() {
+            return Some(item);
+        }
         // Under the outbox lock, so a concurrent send cannot overtake this one.
+        self.direct(link, permits, item).err()
+    }
+
+    /// Hands a publish to a ready link if an in-flight slot is free; gives it back otherwise.
+    fn direct(&self, link: Option<Arc<Link>>, permits: &Arc<Semaphore>, item: OutgoingSend) -> std::result::Result<(), OutgoingSend> {
+        let Some(link) = link.filter(|l| l.is_ready()) else { return Err(item) };
+        let Ok(permit) = permits.clone().try_acquire_owned() else { return Err(item) };
+        let OutgoingSend { topic, payload, done, state, reservation, .. } = item;
         link.enqueue_publish(topic, payload, Entry { done, state, permit, reservation });
-        drop(st);
-        None
+        Ok(())
     }
 }
 
@@ -162,6 +169,11 @@ impl Session {
     /// Hands one publish to the link (connecting first when allowed, waiting for an in-flight
     /// slot); every failure is reported through `done`.
     pub(super) async fn enqueue(self: &Arc<Self>, item: OutgoingSend) {
+        // Connected with a free slot (the common case in a burst): no timers, no waiting.
+        let item = match self.outbox.direct(self.current_link(), &self.permits, item) {
+            Ok(()) => return,
+            Err(item) => item,
+        };
         let OutgoingSend { topic, payload, deadline, done, state, reservation } = item;
         let fail = |done: oneshot::Sender<Result<()>>, e: Error| {
             let _ = done.send(Err(e));

@@ -268,6 +268,8 @@ impl Link {
                 token_notified: None,
                 last_rx: Instant::now(),
                 next_ping: None,
+                timer: Box::pin(tokio::time::sleep_until(crate::runtime::deadline_after(Duration::MAX))),
+                timer_at: None,
             };
             net.run().await;
             let _ = finished_tx.send(true);
@@ -558,13 +560,6 @@ fn classify(e: &ConnectFailure, ever_connected: bool, token_expired: bool) -> (E
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn recv_opt<T>(rx: &mut Option<oneshot::Receiver<T>>) -> Option<T> {
     match rx {
         Some(r) => r.await.ok(),
@@ -633,6 +628,9 @@ struct NetworkLoop {
     token_notified: Option<u64>,
     last_rx: Instant,
     next_ping: Option<Instant>,
+    /// The loop's one timer, armed for `timer_at` (the earliest of its deadlines).
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timer_at: Option<Instant>,
 }
 
 impl NetworkLoop {
@@ -768,17 +766,37 @@ impl NetworkLoop {
                 self.start_connecting();
             }
             let ping_at = if connected { self.next_ping } else { None };
+            // One timer for every deadline of the loop, re-armed only when the earliest one moves:
+            // a sleep per deadline per iteration cost a timer-wheel registration each (perf).
+            let due = [renew_at, self.retry_at, silent_at, ping_at].into_iter().flatten().min();
+            if due != self.timer_at {
+                self.timer_at = due;
+                self.timer.as_mut().reset(due.unwrap_or_else(|| crate::runtime::deadline_after(Duration::MAX)));
+            }
             let step = tokio::select! {
                 biased;
                 c = self.control.recv() => Step::Control(c),
                 s = recv_opt(&mut self.signing) => Step::Signed(s),
-                _ = sleep_until_opt(renew_at) => if self.drain_until.is_some() { Step::DrainTimeout } else { Step::Renew },
-                _ = sleep_until_opt(self.retry_at) => Step::Retry,
-                _ = sleep_until_opt(silent_at) => Step::Silent,
+                _ = &mut self.timer, if due.is_some() => {
+                    // The earliest deadline that passed; the others fire on the next iterations.
+                    let now = Instant::now();
+                    let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+                    self.timer_at = None;
+                    if passed(renew_at) {
+                        if self.drain_until.is_some() { Step::DrainTimeout } else { Step::Renew }
+                    } else if passed(self.retry_at) {
+                        Step::Retry
+                    } else if passed(silent_at) {
+                        Step::Silent
+                    } else if passed(ping_at) {
+                        Step::Ping
+                    } else {
+                        Step::Write
+                    }
+                }
                 r = recv_opt(&mut self.connecting) => Step::Opened(r),
-                _ = self.link.wake.notified(), if connected => Step::Write,
                 r = read_opt(&mut self.conn, &mut self.rbuf) => Step::Read(r),
-                _ = sleep_until_opt(ping_at) => Step::Ping,
+                _ = self.link.wake.notified(), if connected => Step::Write,
             };
             let failure = match step {
                 Step::Control(None) | Step::Control(Some(Control::Stop)) => {
