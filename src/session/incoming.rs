@@ -56,16 +56,10 @@ impl Drop for AckOnDrop {
     }
 }
 
-/// A received C2D/input message: system properties by name; `$.on`, `$.cdid`, `$.cmid` and user
-/// keys in `custom_properties` (as azure-iot-device surfaces them); `$.to` ignored.
-fn incoming_message(bag: PropertyBag, data: Bytes, input_name: Option<String>) -> Message {
-    let mut custom = Vec::with_capacity(bag.custom.len() + 3);
-    for (k, v) in [("$.on", bag.output_name), ("$.cdid", bag.connection_device_id), ("$.cmid", bag.connection_module_id)] {
-        if let Some(v) = v {
-            custom.push((k.to_string(), v));
-        }
-    }
-    custom.extend(bag.custom);
+/// A received C2D/input message: system properties by name, `custom_properties` as the protocol
+/// crate maps them (`PropertyBag::take_received_custom`).
+fn incoming_message(mut bag: PropertyBag, data: Bytes, input_name: Option<String>) -> Message {
+    let custom = bag.take_received_custom();
     Message {
         data,
         custom_properties: custom,
