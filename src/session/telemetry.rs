@@ -5,11 +5,12 @@
 //! whose caller timed out is withdrawn if it was not written yet, or reported "outcome unknown"
 //! (and never re-sent) if it was.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
 use ironhub_protocol::limits;
 use ironhub_protocol::topics::{self, PropertyBag};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::{lock, Session};
@@ -33,41 +34,56 @@ pub(super) struct OutgoingSend {
     pub reservation: Option<Reservation>,
 }
 
-/// The sending side of the outbox; closed at shutdown. `queued` counts the sends pushed and not
-/// yet handed to the link: only while it is 0 may a send skip the outbox (order is call order).
-pub(super) struct Outbox(Mutex<OutboxState>);
+/// The client's outbox; closed at shutdown (or when the session goes). `queued` counts the sends
+/// pushed and not yet handed to the link: only while it is 0 may a send skip the outbox (order is
+/// call order). A plain deque, not a channel: an idle client's outbox holds no allocation.
+pub(super) struct Outbox(Arc<OutboxShared>);
+
+pub(super) struct OutboxShared {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+}
 
 struct OutboxState {
-    tx: Option<mpsc::UnboundedSender<OutgoingSend>>,
+    items: VecDeque<OutgoingSend>,
+    closed: bool,
     queued: usize,
 }
 
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl Outbox {
-    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<OutgoingSend>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Outbox(Mutex::new(OutboxState { tx: Some(tx), queued: 0 })), rx)
+    pub fn new() -> (Outbox, Arc<OutboxShared>) {
+        let state = OutboxState { items: VecDeque::new(), closed: false, queued: 0 };
+        let shared = Arc::new(OutboxShared { state: Mutex::new(state), ready: Notify::new() });
+        (Outbox(shared.clone()), shared)
     }
 
     pub fn close(&self) {
-        lock(&self.0).tx.take();
+        lock(&self.0.state).closed = true;
+        self.0.ready.notify_one();
     }
 
     /// Queues a send (the queue is bounded by the reservation each send holds); false once closed.
     pub fn push(&self, item: OutgoingSend) -> std::result::Result<(), OutgoingSend> {
-        let mut st = lock(&self.0);
-        match &st.tx {
-            Some(q) => {
-                q.send(item).map_err(|e| e.0)?;
-                st.queued += 1;
-                Ok(())
-            }
-            None => Err(item),
+        let mut st = lock(&self.0.state);
+        if st.closed {
+            return Err(item);
         }
+        st.items.push_back(item);
+        st.queued += 1;
+        drop(st);
+        self.0.ready.notify_one();
+        Ok(())
     }
 
     /// The drain task handed one send to the link (or failed it).
     fn done_one(&self) {
-        let mut st = lock(&self.0);
+        let mut st = lock(&self.0.state);
         st.queued = st.queued.saturating_sub(1);
     }
 
@@ -75,8 +91,8 @@ impl Outbox {
     /// slot, the caller's thread hands the publish to the link itself (no task, no channel hop).
     /// Gives the item back when it must take the outbox.
     fn try_direct(&self, link: Option<Arc<Link>>, permits: &Arc<Semaphore>, item: OutgoingSend) -> Option<OutgoingSend> {
-        let st = lock(&self.0);
-        if st.queued > 0 || st.tx.is_none() {
+        let st = lock(&self.0.state);
+        if st.queued > 0 || st.closed {
             return Some(item);
         }
         // Under the outbox lock, so a concurrent send cannot overtake this one.
@@ -236,17 +252,24 @@ impl Session {
 
 /// The outbox task of one client: hands telemetry to the link strictly in call order, skipping
 /// what its caller withdrew. Holds only a weak reference, so it ends with the client.
-pub(super) async fn drain_outbox(session: Weak<Session>, mut rx: mpsc::UnboundedReceiver<OutgoingSend>) {
-    while let Some(item) = rx.recv().await {
+pub(super) async fn drain_outbox(session: Weak<Session>, outbox: Arc<OutboxShared>) {
+    loop {
+        let next = {
+            let mut st = lock(&outbox.state);
+            match st.items.pop_front() {
+                Some(item) => Some(item),
+                None if st.closed => return,
+                None => None,
+            }
+        };
+        let Some(item) = next else {
+            outbox.ready.notified().await;
+            continue;
+        };
+        let Some(s) = session.upgrade() else { return };
         if item.state.is_abandoned() {
             // Withdrawn by its caller's timeout: never sent.
-            if let Some(s) = session.upgrade() {
-                s.outbox.done_one();
-            }
-            continue;
-        }
-        let Some(s) = session.upgrade() else { return };
-        if s.check_open().is_err() {
+        } else if s.check_open().is_err() {
             let _ = item.done.send(Err(Error::OperationCancelled));
         } else {
             s.enqueue(item).await;

@@ -3,6 +3,8 @@
 //! and the hub's CONNACK. The result is a [`Stream`] the loop owns, so it can end every connection
 //! with an MQTT DISCONNECT and a TLS `close_notify`.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -50,10 +52,40 @@ fn io(e: impl std::fmt::Display) -> ConnectFailure {
     ConnectFailure::Io(e.to_string())
 }
 
+/// A TCP stream whose writes never raise SIGPIPE. tokio's vectored write is `writev`, which has
+/// no MSG_NOSIGNAL: writing the goodbye to a peer that already closed would kill a C host
+/// program that does not ignore SIGPIPE. Plain writes go through `send(MSG_NOSIGNAL)`; leaving
+/// `poll_write_vectored` to its default makes rustls use them.
+pub(crate) struct Tcp(TcpStream);
+
+impl tokio::io::AsyncRead for Tcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Tcp {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// The byte stream under an MQTT connection: TLS, or WebSocket binary messages over TLS.
 pub(crate) enum Stream {
-    Tls(Box<TlsStream<TcpStream>>),
-    Ws(Box<WebSocketStream<TlsStream<TcpStream>>>),
+    Tls(Box<TlsStream<Tcp>>),
+    Ws(Box<WebSocketStream<TlsStream<Tcp>>>),
 }
 
 impl Stream {
@@ -136,7 +168,7 @@ async fn open(p: &ConnectParams) -> Result<(Stream, BytesMut), ConnectFailure> {
     })?;
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(p.host.clone()).map_err(|_| io(format!("invalid host name {:?}", p.host)))?;
-    let tls = tokio_rustls::TlsConnector::from(p.tls.clone()).connect(name, tcp).await.map_err(|e| io(format!("TLS: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(p.tls.clone()).connect(name, Tcp(tcp)).await.map_err(|e| io(format!("TLS: {e}")))?;
     let mut stream = if opts.websockets {
         let url = format!("wss://{}:{}/$iothub/websocket", p.host, port);
         let mut request = url.into_client_request().map_err(io)?;

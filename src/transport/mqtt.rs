@@ -25,7 +25,7 @@ use rumqttc::{ConnectReturnCode, QoS};
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::connector::{self, ConnectFailure, ConnectParams, Stream, READ_CHUNK};
+use super::connector::{self, ConnectFailure, ConnectParams, Stream};
 use crate::auth::{Authenticator, CurrentToken};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::ConnectionReason;
@@ -48,8 +48,6 @@ const RENEWAL_DRAIN: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Bound on the goodbye (queued acks, DISCONNECT, close_notify) when a link stops.
 const CLOSE_BOUND: Duration = Duration::from_secs(2);
-/// A read buffer grown by a large packet is given back once it is consumed, above this size.
-const KEEP_READ_CAPACITY: usize = 16 * 1024;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -471,11 +469,8 @@ impl Link {
         if t.out.is_empty() {
             return None;
         }
-        let out = t.out.split().freeze();
-        if t.out.capacity() > KEEP_READ_CAPACITY {
-            t.out = BytesMut::new();
-        }
-        Some(out)
+        // Taken whole: an idle link keeps no output buffer (a split would pin the allocation).
+        Some(std::mem::take(&mut t.out).freeze())
     }
 
     /// Ends every tracked operation with `err`; later enqueues fail with it too (acks already
@@ -955,8 +950,9 @@ impl NetworkLoop {
                 }
             }
         }
-        // A large packet grew the buffer: give the memory back once it is consumed.
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_READ_CAPACITY.max(READ_CHUNK) {
+        // Everything consumed: give the buffer back (an idle client then holds no read buffer,
+        // and a large packet's growth is not kept); the next read takes a fresh READ_CHUNK.
+        if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
         None
