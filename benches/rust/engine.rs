@@ -60,6 +60,22 @@ fn client_thread_usage() -> (f64, u64) {
     (cpu, switches)
 }
 
+/// Latencies of `n` calls of `call`, sorted, after `warm_up` untimed ones.
+fn timed(n: usize, warm_up: usize, mut call: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..warm_up {
+        call();
+    }
+    let mut lat: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            call();
+            t.elapsed()
+        })
+        .collect();
+    lat.sort();
+    lat
+}
+
 fn rss_kb() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -113,21 +129,13 @@ impl Bench {
 fn sync_send(b: &Bench) {
     let c = b.blocking_client("bench-sync");
     let m = Message::new(vec![b'x'; 200]);
-    for _ in 0..500 {
-        c.send_message(&m).expect("warm-up send");
-    }
+    timed(500, 0, || c.send_message(&m).expect("warm-up send"));
     let n = 5_000;
-    let mut lat = Vec::with_capacity(n);
     let (cpu0, sw0) = client_thread_usage();
     let t0 = Instant::now();
-    for _ in 0..n {
-        let t = Instant::now();
-        c.send_message(&m).expect("send");
-        lat.push(t.elapsed());
-    }
+    let lat = timed(n, 0, || c.send_message(&m).expect("send"));
     let total = t0.elapsed();
     let (cpu1, sw1) = client_thread_usage();
-    lat.sort();
     emit("rust_sync_send_rate", n as f64 / total.as_secs_f64(), "msg/s");
     emit("rust_sync_send_p50", percentile(&lat, 0.5), "us");
     emit("rust_sync_send_p99", percentile(&lat, 0.99), "us");
@@ -157,16 +165,9 @@ fn pipelined(b: &Bench) {
 
 fn round_trips(b: &Bench) {
     let c = b.blocking_client("bench-rtt");
-    let n = 500;
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n + 50 {
-        let t = Instant::now();
+    let lat = timed(500, 50, || {
         c.get_twin().expect("get_twin");
-        if i >= 50 {
-            lat.push(t.elapsed());
-        }
-    }
-    lat.sort();
+    });
     emit("rust_get_twin_p50", percentile(&lat, 0.5), "us");
     emit("rust_get_twin_p99", percentile(&lat, 0.99), "us");
 
@@ -181,18 +182,10 @@ fn round_trips(b: &Bench) {
         response_timeout_in_seconds: 30,
         connect_timeout_in_seconds: 0,
     };
-    let mut lat = Vec::with_capacity(200);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        for i in 0..250 {
-            let t = Instant::now();
-            b.service.invoke_method("bench-rtt", None, &req).await.expect("invoke");
-            if i >= 50 {
-                lat.push(t.elapsed());
-            }
-        }
+    let lat = timed(200, 50, || {
+        rt.block_on(b.service.invoke_method("bench-rtt", None, &req)).expect("invoke");
     });
-    lat.sort();
     emit("rust_method_round_trip_p50", percentile(&lat, 0.5), "us");
     emit("rust_method_round_trip_p99", percentile(&lat, 0.99), "us");
     let _ = c.shutdown();
