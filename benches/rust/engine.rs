@@ -33,10 +33,9 @@ fn client_thread_usage() -> (f64, u64) {
     for t in dir.flatten() {
         let p = t.path();
         let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-        let comm = comm.trim();
-        if !(comm.starts_with("ironhub-net") || comm.starts_with("ironhub-disp") || comm == "engine" || comm == "main")
-            && !comm.starts_with("engine-")
-        {
+        // The caller is the main thread (its task id is the process id).
+        let main = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) == Some(std::process::id());
+        if !(main || comm.starts_with("ironhub-net") || comm.starts_with("ironhub-disp")) {
             continue;
         }
         if let Ok(stat) = std::fs::read_to_string(p.join("stat")) {
