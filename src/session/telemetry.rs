@@ -194,15 +194,21 @@ impl Session {
         let fail = |done: oneshot::Sender<Result<()>>, e: Error| {
             let _ = done.send(Err(e));
         };
-        let link = match tokio::time::timeout_at(deadline, self.ensure_link()).await {
-            Ok(Ok(l)) => l,
+        // One timer for the whole wait (connection, renewal pause, in-flight slot): in a burst
+        // every send past the window comes this way.
+        let mut connected = false;
+        let ready = tokio::time::timeout_at(deadline, async {
+            let link = self.ensure_link().await?;
+            connected = true;
+            link.wait_unpaused().await;
+            let permit = self.permits.clone().acquire_owned().await.map_err(|_| Error::ShutDown)?;
+            Ok::<_, Error>((link, permit))
+        })
+        .await;
+        let (link, permit) = match ready {
+            Ok(Ok(r)) => r,
             Ok(Err(e)) => return fail(done, e),
-            Err(_) => return fail(done, Error::OperationTimeout("not connected in time".into())),
-        };
-        link.wait_unpaused(deadline).await;
-        let permit = match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return fail(done, Error::ShutDown),
+            Err(_) if !connected => return fail(done, Error::OperationTimeout("not connected in time".into())),
             Err(_) => return fail(done, Error::OperationTimeout("too many messages waiting for the hub".into())),
         };
         link.enqueue_publish(topic, payload, Entry { done, state, permit, reservation });

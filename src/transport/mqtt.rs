@@ -311,10 +311,12 @@ impl Link {
         }
     }
 
-    /// Waits while a renewal drains the in-flight publishes (bounded by `deadline`).
-    pub async fn wait_unpaused(&self, deadline: Instant) {
-        let mut rx = self.paused.subscribe();
-        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|p| !*p)).await;
+    /// Waits while a renewal drains the in-flight publishes (the caller bounds the wait).
+    pub async fn wait_unpaused(&self) {
+        if *self.paused.borrow() {
+            let mut rx = self.paused.subscribe();
+            let _ = rx.wait_for(|p| !*p).await;
+        }
     }
 
     fn set_paused(&self, on: bool) {
