@@ -4,7 +4,10 @@
 //! WebSockets, and the HTTPS calls (the Edge `invoke_method`, file upload). Each test proves the
 //! traffic went through the proxy by the proxy's own log, and each kind of proxy also refuses
 //! once: that is `ConnectionFailed` with the proxy's answer and never the proxy password.
+//! The `cipher` option's tests are the `cipher` module of this binary.
 
+#[path = "proxies/cipher.rs"]
+mod cipher;
 mod common;
 
 use std::time::Duration;
@@ -164,11 +167,8 @@ async fn mqtt_through_socks_proxies_over_tcp_and_websockets() {
     telemetry_through(&env, "viaSocks5Auth", &micro, micro.options(Some("bob"), Some(PASSWORD)), false).await;
     // danted has no SOCKS4a: connect to the address (the emulator's certificate names 127.0.0.1).
     let danted4 = RealProxy::danted(ProxyType::Socks4, None);
-    let client = Client::create_from_connection_string(
-        &env.device("viaSocks4"),
-        ClientOptions { gateway_hostname: Some("127.0.0.1".into()), ..options_via(&env, danted4.options(None, None), false) },
-    )
-    .unwrap();
+    let cs = format!("{};GatewayHostName=127.0.0.1", env.device("viaSocks4"));
+    let client = Client::create_from_connection_string(&cs, options_via(&env, danted4.options(None, None), false)).unwrap();
     client.send_message(&Message::new("via socks4")).await.unwrap();
     danted4.assert_tunnelled_to(env.emu.mqtt_port());
     client.shutdown().await.unwrap();

@@ -184,6 +184,8 @@ async fn http_connect(
 
 #[cfg(test)]
 mod tests {
+    //! The handshakes against tiny proxies of the test's own, which record what they were asked
+    //! and then echo the tunnel; tests/proxies.rs runs the same paths through real proxy servers.
     use super::*;
     use tokio::net::TcpListener;
 
@@ -197,47 +199,48 @@ mod tests {
         }
     }
 
-    /// An echo server: what the tunnel carries comes back.
-    async fn echo_server() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
+    async fn read_until(s: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !got.ends_with(end) {
+            let mut b = [0u8; 1];
+            if s.read(&mut b).await.unwrap() == 0 {
+                break;
             }
-        });
-        port
+            got.push(b[0]);
+        }
+        got
     }
 
-    /// A one-shot HTTP CONNECT proxy that answers `status` and records the request head; on
-    /// 200 it pipes to the requested port on loopback.
-    async fn connect_proxy(status: &'static str) -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    /// A one-shot proxy: `handshake` reads the request and answers it, returning what it saw and
+    /// whether the tunnel is open; an open tunnel then echoes.
+    async fn tiny_proxy<F, Fut>(handshake: F) -> (u16, tokio::sync::oneshot::Receiver<Vec<u8>>)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (TcpStream, Vec<u8>, bool)> + Send,
+    {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let mut b = [0u8; 1];
-                if s.read(&mut b).await.unwrap() == 0 {
-                    return;
-                }
-                head.push(b[0]);
-            }
-            let head = String::from_utf8(head).unwrap();
-            let target_port: u16 = head.split_whitespace().nth(1).unwrap().rsplit(':').next().unwrap().parse().unwrap();
-            let _ = tx.send(head);
-            s.write_all(format!("HTTP/1.1 {status}\r\n\r\n").as_bytes()).await.unwrap();
-            if status.starts_with("200") {
-                let mut up = TcpStream::connect(("127.0.0.1", target_port)).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+            let (s, _) = l.accept().await.unwrap();
+            let (mut s, seen, open) = handshake(s).await;
+            let _ = tx.send(seen);
+            if open {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
             }
         });
         (port, rx)
+    }
+
+    /// An HTTP CONNECT proxy answering `status`.
+    async fn connect_proxy(status: &'static str) -> (u16, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+        tiny_proxy(move |mut s| async move {
+            let head = read_until(&mut s, b"\r\n\r\n").await;
+            s.write_all(format!("HTTP/1.1 {status}\r\n\r\n").as_bytes()).await.unwrap();
+            (s, head, status.starts_with("200"))
+        })
+        .await
     }
 
     async fn round_trip(mut s: TcpStream) {
@@ -249,18 +252,19 @@ mod tests {
 
     #[tokio::test]
     async fn direct_connect_resolves_names() {
-        let port = echo_server().await;
-        round_trip(connect_tcp("localhost", port, None).await.unwrap()).await;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (_s, accepted) = tokio::join!(connect_tcp("localhost", port, None), l.accept());
+        assert_eq!(accepted.unwrap().1.ip(), std::net::Ipv4Addr::LOCALHOST);
     }
 
     #[tokio::test]
     async fn http_connect_tunnels_with_basic_auth() {
-        let echo = echo_server().await;
         let (pport, head) = connect_proxy("200 Connection established").await;
         let p = proxy(ProxyType::Http, pport, Some("user"), Some("s3cret"));
-        round_trip(connect_tcp("localhost", echo, Some(&p)).await.unwrap()).await;
-        let head = head.await.unwrap();
-        assert!(head.starts_with(&format!("CONNECT localhost:{echo} HTTP/1.1\r\n")), "{head}");
+        round_trip(connect_tcp("localhost", 8883, Some(&p)).await.unwrap()).await;
+        let head = String::from_utf8(head.await.unwrap()).unwrap();
+        assert!(head.starts_with("CONNECT localhost:8883 HTTP/1.1\r\nHost: localhost:8883\r\n"), "{head}");
         // base64("user:s3cret")
         assert!(head.contains("Proxy-Authorization: Basic dXNlcjpzM2NyZXQ=\r\n"), "{head}");
     }
@@ -272,8 +276,38 @@ mod tests {
         let e = connect_tcp("localhost", 1, Some(&p)).await.unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::ConnectionFailed);
         let text = e.to_string();
-        assert!(text.contains("407 Proxy Authentication Required"), "{text}");
+        assert!(text.contains("HTTP 407 Proxy Authentication Required"), "{text}");
         assert!(!text.contains("s3cret") && !text.contains("dXNlcjpzM2NyZXQ="), "{text}");
+    }
+
+    /// SOCKS4a (which the Debian proxies of tests/proxies.rs lack): a host name goes to the proxy
+    /// after the user id, behind the address 0.0.0.x; an address goes as plain SOCKS4.
+    #[tokio::test]
+    async fn socks4_sends_names_as_socks4a_and_addresses_as_socks4() {
+        let socks4_server = || {
+            tiny_proxy(|mut s| async move {
+                let mut fixed = [0u8; 8]; // VN, CD, DSTPORT, DSTIP
+                s.read_exact(&mut fixed).await.unwrap();
+                let mut seen = fixed.to_vec();
+                seen.extend(read_until(&mut s, b"\0").await); // USERID
+                if fixed[4..7] == [0, 0, 0] && fixed[7] != 0 {
+                    seen.extend(read_until(&mut s, b"\0").await); // SOCKS4a: the host name
+                }
+                s.write_all(&[0, 0x5a, 0, 0, 0, 0, 0, 0]).await.unwrap(); // granted
+                (s, seen, true)
+            })
+        };
+        let (pport, seen) = socks4_server().await;
+        let p = proxy(ProxyType::Socks4, pport, Some("dev"), None);
+        round_trip(connect_tcp("hub.example", 8883, Some(&p)).await.unwrap()).await;
+        let seen = seen.await.unwrap();
+        assert_eq!(&seen[..4], &[4, 1, 0x22, 0xb3], "version 4, CONNECT, port 8883");
+        assert_eq!(&seen[4..7], &[0, 0, 0], "SOCKS4a marker address");
+        assert_eq!(&seen[8..], b"dev\0hub.example\0");
+
+        let (pport, seen) = socks4_server().await;
+        round_trip(connect_tcp("127.0.0.1", 8883, Some(&proxy(ProxyType::Socks4, pport, None, None))).await.unwrap()).await;
+        assert_eq!(seen.await.unwrap(), [4, 1, 0x22, 0xb3, 127, 0, 0, 1, 0]);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! authentication: its `username` method needs system accounts) and `microsocks` (SOCKS5 with a
 //! user name and password). Each one's log is how a test proves the traffic went through it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -40,11 +40,11 @@ fn require(binary: &str) -> PathBuf {
 }
 
 impl RealProxy {
-    /// Starts a daemon: `config(port, log)` gives the config file text (or None) and the arguments.
+    /// Starts a daemon on a free port: `config(port, dir, log)` writes what it needs and gives its arguments.
     fn start(
         kind: ProxyType,
         binary: &'static str,
-        config: impl Fn(u16, &std::path::Path, &std::path::Path) -> Vec<String>,
+        config: impl Fn(u16, &Path, &Path) -> Vec<String>,
         log_is_stderr: bool,
     ) -> RealProxy {
         let exe = require(binary);
@@ -76,29 +76,40 @@ impl RealProxy {
         panic!("{binary} did not start: {stderr}{}", std::fs::read_to_string(&log).unwrap_or_default());
     }
 
-    /// tinyproxy: CONNECT to any port, or only to `only_port` (every other CONNECT is refused
-    /// with 403); Basic auth when `auth` is given (without it, 407).
-    pub fn tinyproxy(auth: Option<(&str, &str)>, only_port: Option<u16>) -> RealProxy {
-        let auth = auth.map(|(u, p)| format!("BasicAuth {u} {p}\n")).unwrap_or_default();
-        let connect_port = only_port.map(|p| format!("ConnectPort {p}\n")).unwrap_or_default();
+    /// A daemon that reads a config file: `text(port, log)` is its content, `args(conf)` the
+    /// command line naming it.
+    fn start_configured(
+        kind: ProxyType,
+        binary: &'static str,
+        text: impl Fn(u16, &Path) -> String,
+        args: impl Fn(&Path, &Path) -> Vec<String>,
+    ) -> RealProxy {
         RealProxy::start(
-            ProxyType::Http,
-            "tinyproxy",
-            move |port, dir, log| {
-                let conf = dir.join("tinyproxy.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\n\
-                         MaxClients 50\nAllow 127.0.0.1\n{auth}{connect_port}",
-                        log.display()
-                    ),
-                )
-                .unwrap();
-                vec!["-d".into(), "-c".into(), conf.display().to_string()]
+            kind,
+            binary,
+            |port, dir, log| {
+                let conf = dir.join(format!("{binary}.conf"));
+                std::fs::write(&conf, text(port, log)).unwrap();
+                args(&conf, dir)
             },
             false,
         )
+    }
+
+    /// tinyproxy: CONNECT to any port, or only to `only_port` (every other CONNECT is refused
+    /// with 403); Basic auth when `auth` is given (wrong credentials: 401, none: 407).
+    pub fn tinyproxy(auth: Option<(&str, &str)>, only_port: Option<u16>) -> RealProxy {
+        let auth = auth.map(|(u, p)| format!("BasicAuth {u} {p}\n")).unwrap_or_default();
+        let connect_port = only_port.map(|p| format!("ConnectPort {p}\n")).unwrap_or_default();
+        let text = move |port: u16, log: &Path| {
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\n\
+                 MaxClients 50\nAllow 127.0.0.1\n{auth}{connect_port}",
+                log.display()
+            )
+        };
+        let args = |conf: &Path, _: &Path| vec!["-d".into(), "-c".into(), conf.display().to_string()];
+        RealProxy::start_configured(ProxyType::Http, "tinyproxy", text, args)
     }
 
     /// danted: SOCKS4 and SOCKS5 without authentication; CONNECTs to `blocked_port` are refused
@@ -107,26 +118,19 @@ impl RealProxy {
         let block = blocked_port
             .map(|p| format!("socks block {{ from: 0.0.0.0/0 to: 0.0.0.0/0 port = {p} log: connect error }}\n"))
             .unwrap_or_default();
-        RealProxy::start(
-            kind,
-            "danted",
-            move |port, dir, log| {
-                let conf = dir.join("danted.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "logoutput: {}\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
-                         clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
-                         client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: error }}\n{block}\
-                         socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect error }}\n",
-                        log.display()
-                    ),
-                )
-                .unwrap();
-                vec!["-f".into(), conf.display().to_string(), "-p".into(), dir.join("danted.pid").display().to_string()]
-            },
-            false,
-        )
+        let text = move |port: u16, log: &Path| {
+            format!(
+                "logoutput: {}\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+                 clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
+                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: error }}\n{block}\
+                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect error }}\n",
+                log.display()
+            )
+        };
+        let args = |conf: &Path, dir: &Path| {
+            vec!["-f".into(), conf.display().to_string(), "-p".into(), dir.join("danted.pid").display().to_string()]
+        };
+        RealProxy::start_configured(kind, "danted", text, args)
     }
 
     /// microsocks: SOCKS5 with a user name and password (it logs each tunnel on stderr).
@@ -173,7 +177,7 @@ impl RealProxy {
     pub fn assert_tunnelled_to(&self, port: u16) {
         let needle = match self.binary {
             // `Request (file descriptor 5): CONNECT localhost:12345 HTTP/1.1`
-            "tinyproxy" => format!(":{port} HTTP/1.1"),
+            "tinyproxy" => format!(":{port} HTTP/1."),
             // `client[4] 127.0.0.1: connected to localhost:12345`
             "microsocks" => format!(":{port}\n"),
             // danted: `pass(2): tcp/connect [: 127.0.0.1.5 127.0.0.1.1080 -> 127.0.0.1.6 127.0.0.1.12345`
