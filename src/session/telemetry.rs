@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use ironhub_protocol::limits;
 use ironhub_protocol::topics::{self, PropertyBag};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::Instant;
 
 use super::{lock, Session};
@@ -18,7 +18,7 @@ use crate::dispatch::SerialQueue;
 use crate::error::{Error, Result};
 use crate::handlers::{SendCallback, SendFuture};
 use crate::message::Message;
-use crate::transport::mqtt::{Entry, SendState, MAX_OUTGOING_PACKET};
+use crate::transport::mqtt::{Entry, Link, SendState, MAX_OUTGOING_PACKET};
 
 /// MQTT 3.1.1 §1.5.3: a topic is a length-prefixed string of at most 65,535 bytes.
 const MAX_TOPIC_BYTES: usize = u16::MAX as usize;
@@ -33,25 +33,56 @@ pub(super) struct OutgoingSend {
     pub reservation: Option<Reservation>,
 }
 
-/// The sending side of the outbox; closed at shutdown.
-pub(super) struct Outbox(Mutex<Option<mpsc::UnboundedSender<OutgoingSend>>>);
+/// The sending side of the outbox; closed at shutdown. `queued` counts the sends pushed and not
+/// yet handed to the link: only while it is 0 may a send skip the outbox (order is call order).
+pub(super) struct Outbox(Mutex<OutboxState>);
+
+struct OutboxState {
+    tx: Option<mpsc::UnboundedSender<OutgoingSend>>,
+    queued: usize,
+}
 
 impl Outbox {
     pub fn new() -> (Outbox, mpsc::UnboundedReceiver<OutgoingSend>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Outbox(Mutex::new(Some(tx))), rx)
+        (Outbox(Mutex::new(OutboxState { tx: Some(tx), queued: 0 })), rx)
     }
 
     pub fn close(&self) {
-        lock(&self.0).take();
+        lock(&self.0).tx.take();
     }
 
     /// Queues a send (the queue is bounded by the reservation each send holds); false once closed.
     pub fn push(&self, item: OutgoingSend) -> std::result::Result<(), OutgoingSend> {
-        match &*lock(&self.0) {
-            Some(q) => q.send(item).map_err(|e| e.0),
+        let mut st = lock(&self.0);
+        match &st.tx {
+            Some(q) => {
+                q.send(item).map_err(|e| e.0)?;
+                st.queued += 1;
+                Ok(())
+            }
             None => Err(item),
         }
+    }
+
+    /// The drain task handed one send to the link (or failed it).
+    fn done_one(&self) {
+        let mut st = lock(&self.0);
+        st.queued = st.queued.saturating_sub(1);
+    }
+
+    /// The fast path of a send: with nothing queued ahead of it, a ready link and a free in-flight
+    /// slot, the caller's thread hands the publish to the link itself (no task, no channel hop).
+    /// Gives the item back when it must take the outbox.
+    fn try_direct(&self, link: Option<Arc<Link>>, permits: &Arc<Semaphore>, item: OutgoingSend) -> Option<OutgoingSend> {
+        let st = lock(&self.0);
+        let Some(link) = link.filter(|l| st.queued == 0 && st.tx.is_some() && l.is_ready()) else { return Some(item) };
+        let Ok(permit) = permits.clone().try_acquire_owned() else { return Some(item) };
+        let OutgoingSend { topic, payload, done, state, reservation, .. } = item;
+        // Under the outbox lock, so a concurrent send cannot overtake this one.
+        link.enqueue_publish(topic, payload, Entry { done, state, permit, reservation });
+        drop(st);
+        None
     }
 }
 
@@ -173,8 +204,10 @@ impl Session {
         let (tx, rx) = oneshot::channel();
         let state = SendState::new();
         let item = OutgoingSend { topic, payload, deadline, done: tx, state: state.clone(), reservation: Some(reservation) };
-        if self.outbox.push(item).is_err() {
-            return Err(Error::ShutDown);
+        if let Some(item) = self.outbox.try_direct(self.current_link(), &self.permits, item) {
+            if self.outbox.push(item).is_err() {
+                return Err(Error::ShutDown);
+            }
         }
         Ok(Box::pin(await_outcome(rx, state, deadline)))
     }
@@ -194,14 +227,19 @@ impl Session {
 pub(super) async fn drain_outbox(session: Weak<Session>, mut rx: mpsc::UnboundedReceiver<OutgoingSend>) {
     while let Some(item) = rx.recv().await {
         if item.state.is_abandoned() {
-            continue; // withdrawn by its caller's timeout: never sent
+            // Withdrawn by its caller's timeout: never sent.
+            if let Some(s) = session.upgrade() {
+                s.outbox.done_one();
+            }
+            continue;
         }
         let Some(s) = session.upgrade() else { return };
         if s.check_open().is_err() {
             let _ = item.done.send(Err(Error::OperationCancelled));
-            continue;
+        } else {
+            s.enqueue(item).await;
         }
-        s.enqueue(item).await;
+        s.outbox.done_one();
     }
 }
 
