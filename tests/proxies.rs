@@ -154,7 +154,6 @@ async fn mqtt_connect_through_a_refusing_proxy_is_connection_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine connector (transport::proxy::connect_tcp under every MQTT link)"]
 async fn mqtt_through_socks_proxies_over_tcp_and_websockets() {
     let env = common::start().await;
     let danted5 = RealProxy::danted(ProxyType::Socks5, None);
@@ -164,18 +163,14 @@ async fn mqtt_through_socks_proxies_over_tcp_and_websockets() {
     telemetry_through(&env, "viaSocks5Auth", &micro, micro.options(Some("bob"), Some(PASSWORD)), false).await;
     // danted has no SOCKS4a: connect to the address (the emulator's certificate names 127.0.0.1).
     let danted4 = RealProxy::danted(ProxyType::Socks4, None);
-    let client = Client::create_from_connection_string(
-        &env.device("viaSocks4"),
-        ClientOptions { gateway_hostname: Some("127.0.0.1".into()), ..options_via(&env, danted4.options(None, None), false) },
-    )
-    .unwrap();
+    let cs = format!("{};GatewayHostName=127.0.0.1", env.device("viaSocks4"));
+    let client = Client::create_from_connection_string(&cs, options_via(&env, danted4.options(None, None), false)).unwrap();
     client.send_message(&Message::new("via socks4")).await.unwrap();
     danted4.assert_tunnelled_to(env.emu.mqtt_port());
     client.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine connector (transport::proxy::connect_tcp under every MQTT link)"]
 async fn mqtt_connect_through_a_refusing_socks_proxy_is_connection_failed() {
     let env = common::start().await;
     let micro = RealProxy::microsocks("bob", PASSWORD);
