@@ -4,7 +4,10 @@
 //! WebSockets, and the HTTPS calls (the Edge `invoke_method`, file upload). Each test proves the
 //! traffic went through the proxy by the proxy's own log, and each kind of proxy also refuses
 //! once: that is `ConnectionFailed` with the proxy's answer and never the proxy password.
+//! The `cipher` option's tests are the `cipher` module of this binary.
 
+#[path = "proxies/cipher.rs"]
+mod cipher;
 mod common;
 
 use std::time::Duration;

@@ -3,9 +3,8 @@
 //! link and for the HTTPS calls (the Edge `invoke_method`). The negotiated version and suite are
 //! read on the server side: by the emulator's own TLS listener (a handshake with
 //! `tls::client_config`), and for a whole client by a TLS-terminating relay in front of the
-//! emulator that records each handshake (its own CA, which the client trusts).
-
-mod common;
+//! emulator that records each handshake (its own CA, which the client trusts). A module of the
+//! `proxies` test binary (one link for the network-path tests).
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +14,8 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{CipherSuite, ProtocolVersion};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::common;
 
 const TLS12_ONLY: &str = "ECDHE-ECDSA-AES128-GCM-SHA256";
 const TLS13_ONLY: &str = "TLS_AES_256_GCM_SHA384";
