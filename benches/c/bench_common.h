@@ -83,6 +83,28 @@ static inline void emit_rate(const char *prefix, size_t n, double t0_us, usage_t
     emit(name, (double)(u1.ctxsw - u0.ctxsw) / (double)n, "switches/msg");
 }
 
+/* The end of a pipelined run: its rate and how many of its sends failed. */
+static inline void emit_pipelined(const char *prefix, size_t n, double t0_us, usage_t u0, size_t failed) {
+    char name[128];
+    emit_rate(prefix, n, t0_us, u0);
+    snprintf(name, sizeof name, "%s_failed", prefix);
+    emit(name, (double)failed, "sends");
+}
+
+static inline long rss_kib(void);
+static inline long thread_count(void);
+
+/* The end of a many-clients run: time to connect them all, RSS and threads added per client. */
+static inline void emit_clients(size_t n, double secs, long rss0_kib, long threads0) {
+    char name[64];
+    snprintf(name, sizeof name, "clients_%zu_connect", n);
+    emit(name, secs, "s");
+    snprintf(name, sizeof name, "clients_%zu_rss", n);
+    emit(name, (double)(rss_kib() - rss0_kib) / (double)n, "KiB/client");
+    snprintf(name, sizeof name, "clients_%zu_threads", n);
+    emit(name, (double)(thread_count() - threads0), "threads");
+}
+
 static inline long rss_kib(void) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -164,6 +186,51 @@ static inline void *payload_of(size_t size) {
     unsigned char *p = malloc(size ? size : 1);
     for (size_t i = 0; i < size; i++) p[i] = (unsigned char)('a' + i % 26);
     return p;
+}
+
+/* The mode (argv[1]) and the hub's root PEM ($BENCH_CA); exits with the usage on a missing mode. */
+static inline char *bench_start(int argc, char **argv, const char **mode) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: see benches/c/bench_common.h\n");
+        exit(2);
+    }
+    *mode = argv[1];
+    return read_file(require_env("BENCH_CA"));
+}
+
+/* `n` calls of `call` one after another: <prefix>_p50/_p90/_p99 latencies and, with `with_rate`, the
+ * rate, CPU and context switches per call. Returns the first failing call's result (0: all worked). */
+typedef int (*timed_call)(void *ctx);
+
+static inline int timed_calls(const char *prefix, size_t n, int with_rate, timed_call call, void *ctx) {
+    double *lat = malloc(n * sizeof *lat);
+    usage_t u0 = usage_now();
+    double start = now_us();
+    for (size_t i = 0; i < n; i++) {
+        double s = now_us();
+        int r = call(ctx);
+        if (r != 0) {
+            free(lat);
+            return r;
+        }
+        lat[i] = now_us() - s;
+    }
+    if (with_rate) emit_rate(prefix, n, start, u0);
+    emit_percentiles(prefix, lat, n);
+    free(lat);
+    return 0;
+}
+
+/* `burst N SIZE` (window = N) or `window N W SIZE`: the run's name, count, window and size. */
+static inline int pipelined_mode(const char *mode, int argc, char **argv, char *name, size_t name_len, size_t *n,
+                                 size_t *window, size_t *size) {
+    int burst = strcmp(mode, "burst") == 0 && argc == 4, win = strcmp(mode, "window") == 0 && argc == 5;
+    if (!burst && !win) return 0;
+    *n = strtoul(argv[2], NULL, 10);
+    *window = burst ? *n : strtoul(argv[3], NULL, 10);
+    *size = strtoul(argv[argc - 1], NULL, 10);
+    snprintf(name, name_len, burst ? "burst_%zu" : "window_%zu", *window);
+    return 1;
 }
 
 #endif

@@ -95,20 +95,42 @@ static void pipelined(client_t *c, const char *name, size_t n, size_t window, si
         send_one(c, p, size);
     }
     pump_until_in_flight_at_most(c, 0);
-    emit_rate(name, n, t0, u0);
-    char failed[128];
-    snprintf(failed, sizeof failed, "%s_failed", name);
-    emit(failed, (double)done_failed, "sends");
+    emit_pipelined(name, n, t0, u0, done_failed);
     free(p);
 }
 
-int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: see benches/c/bench_common.h\n");
-        return 2;
+typedef struct {
+    client_t *c;
+    void *payload;
+    size_t size;
+} sync_ctx;
+
+/* One send, pumped until its PUBACK. */
+static int sync_send(void *ctx) {
+    sync_ctx *s = ctx;
+    send_one(s->c, s->payload, s->size);
+    pump_until_in_flight_at_most(s->c, 0);
+    return done_failed != 0;
+}
+
+/* One twin GET, pumped until the answer (bounded at 30 s). */
+static int get_twin(void *ctx) {
+    client_t *c = ctx;
+    twin_done = false;
+    double deadline = now_us() + 30e6;
+    if (IoTHubDeviceClient_LL_GetTwinAsync(c->h, on_twin, NULL) != IOTHUB_CLIENT_OK) return 1;
+    while (!twin_done) {
+        IoTHubDeviceClient_LL_DoWork(c->h);
+        if (now_us() > deadline) return 1;
     }
-    const char *mode = argv[1];
-    char *ca = read_file(require_env("BENCH_CA"));
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    char pname[64];
+    size_t pn, pw, psize;
+    const char *mode;
+    char *ca = bench_start(argc, argv, &mode);
     logger_init(); /* c-logging aborts on the SDK's first log line without it */
     IoTHub_Init();
 
@@ -128,13 +150,7 @@ int main(int argc, char **argv) {
         for (double end = now_us() + 1e6; now_us() < end;) {
             for (size_t i = 0; i < n; i++) IoTHubDeviceClient_LL_DoWork(cs[i].h);
         }
-        char name[64];
-        snprintf(name, sizeof name, "clients_%zu_connect", n);
-        emit(name, secs, "s");
-        snprintf(name, sizeof name, "clients_%zu_rss", n);
-        emit(name, (double)(rss_kib() - rss0) / (double)n, "KiB/client");
-        snprintf(name, sizeof name, "clients_%zu_threads", n);
-        emit(name, (double)(thread_count() - threads0), "threads");
+        emit_clients(n, secs, rss0, threads0);
         for (size_t i = 0; i < n; i++) IoTHubDeviceClient_LL_Destroy(cs[i].h);
         IoTHub_Deinit();
         return 0;
@@ -150,57 +166,24 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "connect") == 0) {
         emit("connect", connect_ms, "ms");
     } else if (strcmp(mode, "sync") == 0 && argc == 4) {
-        size_t n = strtoul(argv[2], NULL, 10), size = strtoul(argv[3], NULL, 10);
-        void *p = payload_of(size);
-        double *lat = malloc(n * sizeof *lat);
+        size_t n = strtoul(argv[2], NULL, 10);
+        sync_ctx ctx = {&c, NULL, strtoul(argv[3], NULL, 10)};
+        ctx.payload = payload_of(ctx.size);
         char name[64];
-        snprintf(name, sizeof name, "sync_send_%zuB", size);
+        snprintf(name, sizeof name, "sync_send_%zuB", ctx.size);
         done_ok = done_failed = in_flight = 0;
-        usage_t u0 = usage_now();
-        double start = now_us();
-        for (size_t i = 0; i < n; i++) {
-            double s = now_us();
-            send_one(&c, p, size);
-            pump_until_in_flight_at_most(&c, 0);
-            lat[i] = now_us() - s;
-        }
-        if (done_failed) {
-            fprintf(stderr, "%zu sends failed\n", done_failed);
+        if (timed_calls(name, n, 1, sync_send, &ctx) != 0) {
+            fprintf(stderr, "a send failed\n");
             return 1;
         }
-        emit_rate(name, n, start, u0);
-        emit_percentiles(name, lat, n);
-        free(p);
-    } else if (strcmp(mode, "burst") == 0 && argc == 4) {
-        size_t n = strtoul(argv[2], NULL, 10);
-        char name[64];
-        snprintf(name, sizeof name, "burst_%zu", n);
-        pipelined(&c, name, n, n, strtoul(argv[3], NULL, 10));
-    } else if (strcmp(mode, "window") == 0 && argc == 5) {
-        size_t n = strtoul(argv[2], NULL, 10), w = strtoul(argv[3], NULL, 10);
-        char name[64];
-        snprintf(name, sizeof name, "window_%zu", w);
-        pipelined(&c, name, n, w, strtoul(argv[4], NULL, 10));
+        free(ctx.payload);
+    } else if (pipelined_mode(mode, argc, argv, pname, sizeof pname, &pn, &pw, &psize)) {
+        pipelined(&c, pname, pn, pw, psize);
     } else if (strcmp(mode, "twin") == 0 && argc == 3) {
-        size_t n = strtoul(argv[2], NULL, 10);
-        double *lat = malloc(n * sizeof *lat);
-        for (size_t i = 0; i < n; i++) {
-            twin_done = false;
-            double s = now_us(), deadline = s + 30e6;
-            if (IoTHubDeviceClient_LL_GetTwinAsync(c.h, on_twin, NULL) != IOTHUB_CLIENT_OK) {
-                fprintf(stderr, "GetTwinAsync failed\n");
-                return 1;
-            }
-            while (!twin_done) {
-                IoTHubDeviceClient_LL_DoWork(c.h);
-                if (now_us() > deadline) {
-                    fprintf(stderr, "no twin within 30 s\n");
-                    return 1;
-                }
-            }
-            lat[i] = now_us() - s;
+        if (timed_calls("twin_get", strtoul(argv[2], NULL, 10), 0, get_twin, &c) != 0) {
+            fprintf(stderr, "twin GET failed or timed out\n");
+            return 1;
         }
-        emit_percentiles("twin_get", lat, n);
     } else {
         fprintf(stderr, "unknown mode or arguments: %s\n", mode);
         return 2;

@@ -67,20 +67,32 @@ static void pipelined(ironhub_client *c, const char *name, size_t n, size_t wind
     pthread_mutex_lock(&mu);
     while (in_flight > 0) pthread_cond_wait(&cv, &mu);
     pthread_mutex_unlock(&mu);
-    emit_rate(name, n, t0, u0);
-    char failed[128];
-    snprintf(failed, sizeof failed, "%s_failed", name);
-    emit(failed, (double)done_failed, "sends");
+    emit_pipelined(name, n, t0, u0, done_failed);
     ironhub_message_free(m);
 }
 
+typedef struct {
+    ironhub_client *c;
+    ironhub_message *m;
+} sync_ctx;
+
+static int sync_send(void *ctx) {
+    sync_ctx *s = ctx;
+    return (int)ironhub_client_send_message(s->c, s->m);
+}
+
+static int get_twin(void *ctx) {
+    char *twin = NULL;
+    ironhub_result r = ironhub_client_get_twin(ctx, &twin);
+    ironhub_string_free(twin);
+    return (int)r;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: see benches/c/bench_common.h\n");
-        return 2;
-    }
-    const char *mode = argv[1];
-    char *ca = read_file(require_env("BENCH_CA"));
+    char pname[64];
+    size_t pn, pw, psize;
+    const char *mode;
+    char *ca = bench_start(argc, argv, &mode);
 
     if (strcmp(mode, "clients") == 0 && argc == 3) {
         char **css;
@@ -102,13 +114,7 @@ int main(int argc, char **argv) {
         double secs = (now_us() - t0) / 1e6;
         struct timespec settle = {1, 0};
         nanosleep(&settle, NULL);
-        char name[64];
-        snprintf(name, sizeof name, "clients_%zu_connect", n);
-        emit(name, secs, "s");
-        snprintf(name, sizeof name, "clients_%zu_rss", n);
-        emit(name, (double)(rss_kib() - rss0) / (double)n, "KiB/client");
-        snprintf(name, sizeof name, "clients_%zu_threads", n);
-        emit(name, (double)(thread_count() - threads0), "threads");
+        emit_clients(n, secs, rss0, threads0);
         for (size_t i = 0; i < n; i++) ironhub_client_free(cs[i]);
         return 0;
     }
@@ -124,43 +130,17 @@ int main(int argc, char **argv) {
         emit("connect", connect_ms, "ms");
     } else if (strcmp(mode, "sync") == 0 && argc == 4) {
         size_t n = strtoul(argv[2], NULL, 10), size = strtoul(argv[3], NULL, 10);
-        ironhub_message *m = message_of(size);
-        double *lat = malloc(n * sizeof *lat);
+        sync_ctx ctx = {c, message_of(size)};
         char name[64];
         snprintf(name, sizeof name, "sync_send_%zuB", size);
-        usage_t u0 = usage_now();
-        double start = now_us();
-        for (size_t i = 0; i < n; i++) {
-            double s = now_us();
-            r = ironhub_client_send_message(c, m);
-            if (r != IRONHUB_OK) die("send", r);
-            lat[i] = now_us() - s;
-        }
-        emit_rate(name, n, start, u0);
-        emit_percentiles(name, lat, n);
-        ironhub_message_free(m);
-    } else if (strcmp(mode, "burst") == 0 && argc == 4) {
-        size_t n = strtoul(argv[2], NULL, 10);
-        char name[64];
-        snprintf(name, sizeof name, "burst_%zu", n);
-        pipelined(c, name, n, n, strtoul(argv[3], NULL, 10));
-    } else if (strcmp(mode, "window") == 0 && argc == 5) {
-        size_t n = strtoul(argv[2], NULL, 10), w = strtoul(argv[3], NULL, 10);
-        char name[64];
-        snprintf(name, sizeof name, "window_%zu", w);
-        pipelined(c, name, n, w, strtoul(argv[4], NULL, 10));
+        r = (ironhub_result)timed_calls(name, n, 1, sync_send, &ctx);
+        if (r != IRONHUB_OK) die("send", r);
+        ironhub_message_free(ctx.m);
+    } else if (pipelined_mode(mode, argc, argv, pname, sizeof pname, &pn, &pw, &psize)) {
+        pipelined(c, pname, pn, pw, psize);
     } else if (strcmp(mode, "twin") == 0 && argc == 3) {
-        size_t n = strtoul(argv[2], NULL, 10);
-        double *lat = malloc(n * sizeof *lat);
-        for (size_t i = 0; i < n; i++) {
-            char *twin = NULL;
-            double s = now_us();
-            r = ironhub_client_get_twin(c, &twin);
-            if (r != IRONHUB_OK) die("get_twin", r);
-            lat[i] = now_us() - s;
-            ironhub_string_free(twin);
-        }
-        emit_percentiles("twin_get", lat, n);
+        r = (ironhub_result)timed_calls("twin_get", strtoul(argv[2], NULL, 10), 0, get_twin, c);
+        if (r != IRONHUB_OK) die("get_twin", r);
     } else {
         fprintf(stderr, "unknown mode or arguments: %s\n", mode);
         return 2;
