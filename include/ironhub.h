@@ -66,7 +66,8 @@ enum ironhub_result
    */
   IRONHUB_ERROR_OPERATION_TIMEOUT = 8,
   /**
-   * The operation was cancelled by disconnect, shutdown or free (`OperationCancelled`).
+   * The operation was cancelled by disconnect, shutdown or free, or a send was cut by a drop with
+   * `connection_retry` off (`OperationCancelled`).
    */
   IRONHUB_ERROR_OPERATION_CANCELLED = 9,
   /**
@@ -157,7 +158,7 @@ typedef struct ironhub_provisioning_client ironhub_provisioning_client;
  * Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
  * dispatcher thread (one at a time with the client's other callbacks), with `IRONHUB_OK` at
  * PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED` when the client is disconnected, shut
- * down or freed first). It may call any function of the client except `ironhub_client_free`
+ * down or freed first, or when the connection drops with `connection_retry` off). It may call any function of the client except `ironhub_client_free`
  * (`IRONHUB_ERROR_IN_CALLBACK`). `ironhub_client_free` returns only after every owed completion
  * ran, so `user_data` may be released then.
  */
@@ -379,7 +380,9 @@ bool ironhub_client_connected(const ironhub_client *c);
 ironhub_result ironhub_client_update_sastoken(ironhub_client *c, const char *token);
 
 /**
- * Sends telemetry and returns at PUBACK. The message is copied: free it whenever you like.
+ * Sends telemetry and returns at PUBACK. The message is copied: free it whenever you like. A send
+ * cut by a drop is `IRONHUB_ERROR_OPERATION_CANCELLED` with `connection_retry` off (the client will
+ * not reconnect to finish it), as azure-iot-device's `OperationCancelled`.
  */
 ironhub_result ironhub_client_send_message(ironhub_client *c, const ironhub_message *m);
 
@@ -393,7 +396,8 @@ ironhub_result ironhub_client_send_message_to_output(ironhub_client *c,
 /**
  * Queues telemetry and returns at once (`output_name` may be NULL). On `IRONHUB_OK`, `cb` runs
  * exactly once later, on a dispatcher thread, with the outcome (e.g. `IRONHUB_ERROR_MESSAGE_TOO_LARGE`,
- * or `IRONHUB_ERROR_OPERATION_CANCELLED` on disconnect, shutdown or free); on any other result
+ * or `IRONHUB_ERROR_OPERATION_CANCELLED` on disconnect, shutdown, free, or a drop with
+ * `connection_retry` off); on any other result
  * (bad arguments) it never runs.
  */
 ironhub_result ironhub_client_send_message_async(ironhub_client *c,
