@@ -155,3 +155,115 @@ fn poll_on_this_thread<F: Future>(mut fut: Pin<&mut F>) -> PyResult<F::Output> {
         }
     })
 }
+
+/// Completions of asyncio operations for one event loop, resolved in batches: the core runtime
+/// appends each outcome here, and only the first outcome of a batch asks the loop (one
+/// `call_soon_threadsafe`, from a blocking thread, since waiting for the GIL on a runtime worker
+/// would stall the network) to resolve everything appended by the time it runs. Under a burst of
+/// pipelined sends that is one GIL hand-over for many messages instead of one per message.
+pub struct LoopCompletions {
+    event_loop: Py<PyAny>,
+    ready: std::sync::Mutex<Ready>,
+}
+
+#[derive(Default)]
+struct Ready {
+    outcomes: Vec<(Py<PyAny>, ironhub::Result<()>)>,
+    scheduled: bool,
+}
+
+impl LoopCompletions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ready> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The completions of `event_loop`: `current` when it belongs to that loop, else a new one.
+    pub fn for_loop(current: Option<&std::sync::Arc<Self>>, event_loop: &Bound<'_, PyAny>) -> std::sync::Arc<Self> {
+        match current {
+            Some(c) if c.event_loop.bind(event_loop.py()).is(event_loop) => c.clone(),
+            _ => std::sync::Arc::new(LoopCompletions { event_loop: event_loop.clone().unbind(), ready: Default::default() }),
+        }
+    }
+
+    /// Records the outcome of `future` (an asyncio future of this loop); called on the runtime.
+    fn push(self: &std::sync::Arc<Self>, future: Py<PyAny>, outcome: ironhub::Result<()>) {
+        let mut ready = self.lock();
+        ready.outcomes.push((future, outcome));
+        if std::mem::replace(&mut ready.scheduled, true) {
+            return; // a resolve is already on its way: it will take this one too
+        }
+        drop(ready);
+        let me = self.clone();
+        drop(ironhub::runtime_handle().spawn_blocking(move || Python::attach(|py| me.schedule(py))));
+    }
+
+    fn schedule(self: std::sync::Arc<Self>, py: Python<'_>) {
+        let event_loop = self.event_loop.clone_ref(py);
+        let resolve = ResolveBatch(self.clone());
+        if event_loop.call_method1(py, pyo3::intern!(py, "call_soon_threadsafe"), (resolve,)).is_err() {
+            // The loop is closed: nobody awaits these futures any more.
+            let mut ready = self.lock();
+            ready.outcomes.clear();
+            ready.scheduled = false;
+        }
+    }
+
+    /// On the loop's thread: resolves every outcome recorded so far (a future cancelled by its
+    /// awaiter is left alone).
+    fn resolve(&self, py: Python<'_>) -> PyResult<()> {
+        let outcomes = {
+            let mut ready = self.lock();
+            ready.scheduled = false;
+            std::mem::take(&mut ready.outcomes)
+        };
+        for (future, outcome) in outcomes {
+            let future = future.bind(py);
+            if future.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+                continue;
+            }
+            match outcome {
+                Ok(()) => future.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?,
+                Err(e) => future.call_method1(pyo3::intern!(py, "set_exception"), (crate::errors::to_py_err(e).into_value(py),))?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The callable the loop runs to resolve a batch.
+#[pyclass(module = "ironhub._native", frozen)]
+struct ResolveBatch(std::sync::Arc<LoopCompletions>);
+
+#[pymethods]
+impl ResolveBatch {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        self.0.resolve(py)
+    }
+}
+
+static GET_RUNNING_LOOP: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+/// `fut` (a send) as a future of the running asyncio loop, resolved through `completions`.
+pub fn batched_awaitable<'py, F>(
+    py: Python<'py>,
+    completions: &std::sync::Mutex<Option<std::sync::Arc<LoopCompletions>>>,
+    fut: F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = ironhub::Result<()>> + Send + 'static,
+{
+    let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+    let sink = {
+        let mut current = completions.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = LoopCompletions::for_loop(current.as_ref(), &event_loop);
+        *current = Some(sink.clone());
+        sink
+    };
+    let future = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let handle = future.clone().unbind();
+    ironhub::runtime_handle().spawn(async move {
+        let outcome = fut.await;
+        sink.push(handle, outcome);
+    });
+    Ok(future)
+}

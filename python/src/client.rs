@@ -30,6 +30,8 @@ pub struct Client {
     slots: Arc<Slots>,
     /// Handler changes the asyncio setters started that have not completed yet.
     pending: Pending,
+    /// Where the asyncio sends of the current event loop are resolved, in batches.
+    completions: std::sync::Mutex<Option<Arc<aio::LoopCompletions>>>,
 }
 
 impl Drop for Client {
@@ -119,12 +121,12 @@ impl Client {
         let inner = result.map_err(to_py_err)?;
         let slots = Arc::new(Slots::default());
         handlers::install_state_tracking(&inner, &slots).map_err(to_py_err)?;
-        Ok(Client { inner: ManuallyDrop::new(inner), slots, pending: Pending::default() })
+        Ok(Client { inner: ManuallyDrop::new(inner), slots, pending: Pending::default(), completions: Default::default() })
     }
 
     /// `fut`, completing no earlier than the handler changes the asyncio setters started before
     /// it (both run at once): an awaited call after `client.on_x = h` finds `h` subscribed.
-    fn after_pending<T>(&self, fut: impl Future<Output = T> + Send + 'static) -> impl Future<Output = T> + Send + 'static {
+    fn after_pending<T: Send>(&self, fut: impl Future<Output = T> + Send + 'static) -> impl Future<Output = T> + Send + 'static {
         let pending = self.pending.outstanding();
         async move {
             match pending {
@@ -286,11 +288,12 @@ operations! {
     }
 
     /// Sends a message; the awaitable completes at PUBACK. The message is queued now, so sends
-    /// awaited together are pipelined in call order.
+    /// awaited together are pipelined in call order; their completions reach the event loop in
+    /// batches (`aio::LoopCompletions`).
     #[pyo3(signature = (message))]
     fn send_message_async<'py>(&self, py: Python<'py>, message: Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let fut = self.prepare_send_message(py, message)?;
-        aio::awaitable(py, self.after_pending(fut), unit)
+        aio::batched_awaitable(py, &self.completions, self.after_pending(fut))
     }
 
     /// Creates a client from a device or module connection string (`kwargs`: the factory's
