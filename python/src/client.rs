@@ -411,11 +411,7 @@ operations! {
     /// made in the background, and the next `*_async` operation completes only after it.
     #[pyo3(signature = (kind, handler, background=false))]
     fn set_handler(&self, py: Python<'_>, kind: &str, handler: Option<Py<PyAny>>, background: bool) -> PyResult<()> {
-        if background {
-            handlers::set_in_background(&self.inner, &self.slots, &self.pending, kind, handler)
-        } else {
-            handlers::set(py, &self.inner, &self.slots, &self.pending, kind, handler)
-        }
+        handlers::set(py, &self.inner, &self.slots, &self.pending, kind, handler, background)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -216,8 +216,14 @@ impl Pending {
     }
 }
 
-/// Sets (or with `None` clears) the handler `kind` and waits for the core (which may subscribe,
-/// and waits for a running handler of this client): without the GIL, which that handler needs.
+/// Sets (or with `None` clears) the handler `kind`. The handler is recorded at once (a delivery
+/// that arrives from now on finds it); then the core change (which may subscribe, first
+/// connecting, and waits for a running handler of this client):
+/// - by default waited for, without the GIL (which that handler needs), after the background
+///   changes started before it;
+/// - with `background` (the asyncio setters) made in the background, after the ones before it,
+///   so the event loop never waits for the hub; a change that fails is reported as a background
+///   exception (the `ironhub` logger, and `on_background_exception` when set).
 pub fn set(
     py: Python<'_>,
     client: &Client,
@@ -225,53 +231,38 @@ pub fn set(
     pending: &Pending,
     kind: &str,
     handler: Option<Py<PyAny>>,
+    background: bool,
 ) -> PyResult<()> {
     let kind = kind_name(kind)?;
     let on = handler.is_some();
     let old = slots.put(kind, handler);
-    let before = pending.outstanding();
-    let result = match core_setter(client, slots, kind, on) {
-        Some(fut) => crate::aio::block_on_interruptible(py, async move {
-            if let Some(before) = before {
-                before.await;
+    let Some(change) = core_setter(client, slots, kind, on) else { return Ok(()) };
+    if background {
+        drop(old);
+        // A setter called from inside a handler stays known as such to the core (which then
+        // never waits for the handler that made the call).
+        let change = ironhub::HandlerContext::capture().wrap(change);
+        let weak = Arc::downgrade(slots);
+        pending.push(
+            async move {
+                if let Err(e) = change.await {
+                    // Python runs on a blocking thread, never on a runtime worker.
+                    drop(tokio::task::spawn_blocking(move || report_background(&weak, kind, e)));
+                }
             }
-            fut.await
-        })?,
-        None => Ok(()),
-    };
+            .boxed(),
+        );
+        return Ok(());
+    }
+    let before = pending.outstanding();
+    let result = crate::aio::block_on_interruptible(py, async move {
+        if let Some(before) = before {
+            before.await;
+        }
+        change.await
+    })?;
     drop(old);
     result.map_err(to_py_err)
-}
-
-/// The asyncio setter: records the handler at once (a delivery that arrives from now on finds
-/// it) and makes the core change (the SUBSCRIBE, which may first connect) in the background, so
-/// the event loop never waits for the hub. A change that fails is reported as a background
-/// exception (the `ironhub` logger, and `on_background_exception` when set).
-pub fn set_in_background(
-    client: &Client,
-    slots: &Arc<Slots>,
-    pending: &Pending,
-    kind: &str,
-    handler: Option<Py<PyAny>>,
-) -> PyResult<()> {
-    let kind = kind_name(kind)?;
-    let on = handler.is_some();
-    drop(slots.put(kind, handler));
-    let Some(change) = core_setter(client, slots, kind, on) else { return Ok(()) };
-    // A setter called from inside a handler stays known as such to the core (which then never
-    // waits for the handler that made the call).
-    let change = ironhub::HandlerContext::capture().wrap(change);
-    let weak = Arc::downgrade(slots);
-    pending.push(
-        async move {
-            if let Err(e) = change.await {
-                // Python runs on a blocking thread, never on a runtime worker.
-                drop(tokio::task::spawn_blocking(move || report_background(&weak, kind, e)));
-            }
-        }
-        .boxed(),
-    );
-    Ok(())
 }
 
 /// Logs a failed background handler change and hands it to `on_background_exception`.

@@ -55,24 +55,23 @@ static void on_message(void *user_data, const ironhub_message *m) {
     atomic_fetch_sub(&x->in_callback, 1);
 }
 
-static ironhub_client *client_for(const char *device_id, bool retry) {
+/* A fresh context whose client is a new device `<base>-<suffix>` (its id left in `id`). */
+static void start(ctx *x, char *id, size_t id_len, const char *base, const char *suffix, bool retry) {
     char cs[1024];
-    harness_request(cs, sizeof cs, "device %s", device_id);
+    memset(x, 0, sizeof *x);
+    snprintf(id, id_len, "%s-%s", base, suffix);
+    harness_request(cs, sizeof cs, "device %s", id);
     ironhub_options *o = emulator_options();
     CHECK_OK(ironhub_options_set_connection_retry(o, retry));
-    ironhub_client *c = NULL;
-    CHECK_OK(ironhub_client_create_from_connection_string(cs, o, &c));
+    CHECK_OK(ironhub_client_create_from_connection_string(cs, o, &x->c));
     ironhub_options_free(o);
-    return c;
 }
 
 /* Free refused from the client's own callbacks; the client still sends afterwards. */
 static void free_from_callbacks(const char *base) {
     char id[160];
     ctx x;
-    memset(&x, 0, sizeof x);
-    snprintf(id, sizeof id, "%s-fcb", base);
-    x.c = client_for(id, true);
+    start(&x, id, sizeof id, base, "fcb", true);
     CHECK_OK(ironhub_client_on_message_received(x.c, on_message, &x));
     harness_request(NULL, 0, "c2d %s %s", id, "free me");
     WAIT_FOR(atomic_load(&x.messages) == 1, 60000);
@@ -89,9 +88,7 @@ static void free_from_callbacks(const char *base) {
 static void free_with_queued_completions(const char *base) {
     char id[160];
     ctx x;
-    memset(&x, 0, sizeof x);
-    snprintf(id, sizeof id, "%s-fq", base);
-    x.c = client_for(id, true);
+    start(&x, id, sizeof id, base, "fq", true);
     CHECK_OK(ironhub_client_connect(x.c));
     ironhub_message *m = ironhub_message_new((const uint8_t *)"q", 1);
     for (int i = 0; i < QUEUED_SENDS; i++) CHECK_OK(ironhub_client_send_message_async(x.c, m, NULL, on_completion, &x));
@@ -108,10 +105,8 @@ static void free_with_queued_completions(const char *base) {
 static void free_during_a_callback(const char *base) {
     char id[160];
     ctx x;
-    memset(&x, 0, sizeof x);
-    snprintf(id, sizeof id, "%s-fdc", base);
+    start(&x, id, sizeof id, base, "fdc", true);
     x.sleep_in_callback_ms = 300;
-    x.c = client_for(id, true);
     CHECK_OK(ironhub_client_on_message_received(x.c, on_message, &x));
     harness_request(NULL, 0, "c2d %s %s", id, "one");
     harness_request(NULL, 0, "c2d %s %s", id, "two");
@@ -129,9 +124,9 @@ static void drop_without_retry(const char *base) {
     char id[160];
     for (int attempt = 0; attempt < 5; attempt++) {
         ctx x;
-        memset(&x, 0, sizeof x);
-        snprintf(id, sizeof id, "%s-drop%d", base, attempt);
-        x.c = client_for(id, false);
+        char suffix[16];
+        snprintf(suffix, sizeof suffix, "drop%d", attempt);
+        start(&x, id, sizeof id, base, suffix, false);
         CHECK_OK(ironhub_client_connect(x.c));
         ironhub_message *m = ironhub_message_new((const uint8_t *)"x", 1);
         for (int i = 0; i < DROPPED_SENDS; i++) CHECK_OK(ironhub_client_send_message_async(x.c, m, NULL, on_completion, &x));
