@@ -129,7 +129,9 @@ typedef uint32_t ironhub_connection_reason;
 /**
  * A device or module client. Any number of threads may call its functions at once (from
  * callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
- * call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
+ * call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`);
+ * string, JSON and message arguments are read during the call only (copied where kept), so they
+ * need not outlive it.
  */
 typedef struct ironhub_client ironhub_client;
 
@@ -138,6 +140,9 @@ typedef struct ironhub_client ironhub_client;
  * use a message while any thread changes it (setters, free); read-only calls (getters) may run
  * on many threads at once. Pointers from getters are borrowed from the message: valid until the
  * next setter call on it or its free (a message lent to a callback: until the callback returns).
+ * Setters copy their arguments (they need not outlive the call). A message from
+ * `ironhub_message_new` is the caller's: free it with `ironhub_message_free`; one lent to a
+ * callback is never freed by the callback.
  */
 typedef struct ironhub_message ironhub_message;
 
@@ -490,7 +495,8 @@ void ironhub_string_free(char *s);
 
 /**
  * A new message holding a copy of `len` bytes at `data` (`data` may be NULL when `len` is 0).
- * Returns NULL (and sets the last error) when `data` is NULL with a non-zero `len`.
+ * Returns NULL (and sets the last error) when `data` is NULL with a non-zero `len`. The message
+ * is the caller's: free it with `ironhub_message_free` (sends copy it, so any time after a send).
  */
 ironhub_message *ironhub_message_new(const uint8_t *data, size_t len);
 

@@ -24,7 +24,9 @@ use crate::message::{MethodResponse, X509};
 
 /// A device or module client. Any number of threads may call its functions at once (from
 /// callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
-/// call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
+/// call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`);
+/// string, JSON and message arguments are read during the call only (copied where kept), so they
+/// need not outlive it.
 pub struct ironhub_client {
     pub(crate) client: Client,
     /// Tells this client's callbacks apart on the thread running them (`CallbackScope`).
