@@ -5,7 +5,7 @@
 //! no claim) and feedback over the link: success, expiry (a short `absolute-expiry-time`), release.
 
 mod amqp_support;
-mod mqtt_support;
+use amqp_support::mqtt_support;
 
 use std::time::Duration;
 

@@ -17,7 +17,7 @@ use tokio_rustls::client::TlsStream;
 
 // The TLS client config that trusts the emulator's CA, and the clock, are the broker tests'.
 #[path = "../mqtt_support/mod.rs"]
-mod mqtt_support;
+pub mod mqtt_support;
 pub use mqtt_support::{client_config, unix_now, HOST};
 
 pub async fn start() -> RunningEmulator {
