@@ -376,6 +376,12 @@ impl Link {
         if let Some(e) = &t.closed {
             return Err(e.clone());
         }
+        if !t.online {
+            // Nothing is queued while offline: the re-subscription at the next CONNACK carries
+            // these filters (the session wants them already), so wait for that one's SUBACK.
+            // Counting this one as sent would leave its waiter short of a SUBACK that never comes.
+            return Ok(t.subs_sent + 1);
+        }
         let mut s = Subscribe::new_many(filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)));
         s.pkid = t.control_pkid();
         let packet = encode(|b| s.write(b))?;
@@ -424,6 +430,18 @@ impl Link {
     fn release_subscription_waiters(&self) {
         let sent = self.tracker().subs_sent;
         self.subs_acked.send_modify(|a| *a = sent);
+    }
+
+    /// A connect that re-subscribed nothing still answers the waiters of subscriptions asked for
+    /// while offline (they wait for "the re-subscription's SUBACK"): count it as sent and acked.
+    fn count_empty_resubscription(&self, sent_before: u64) {
+        let mut t = self.tracker();
+        if t.subs_sent == sent_before {
+            t.subs_sent += 1;
+            let sent = t.subs_sent;
+            drop(t);
+            self.subs_acked.send_modify(|a| *a = sent);
+        }
     }
 
     fn on_suback(&self) {
@@ -930,7 +948,9 @@ impl NetworkLoop {
         self.link.set_paused(false);
         // Re-subscriptions go out before anyone waiting for "connected" can queue a request.
         let renewal = std::mem::take(&mut self.renewing);
+        let sent_before = self.link.tracker().subs_sent;
         let alive = self.report(LinkEvent::Connected { renewal });
+        self.link.count_empty_resubscription(sent_before);
         self.link.connacks.send_modify(|n| *n += 1);
         let _ = self.status.send(LinkStatus::Connected);
         alive
