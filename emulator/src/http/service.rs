@@ -38,6 +38,8 @@ pub async fn route(ctx: &Context, req: &ApiRequest) -> Option<Result<Reply, HubE
         ["twins", id, "modules", mid] => twin(ctx, req, Identity::module(*id, *mid)),
         ["twins", id, "methods"] => invoke_method(ctx, req, Identity::device(*id)).await,
         ["twins", id, "modules", mid, "methods"] => invoke_method(ctx, req, Identity::module(*id, *mid)).await,
+        ["certificates"] => certificates(ctx, req),
+        ["certificates", name] => certificate(ctx, req, name),
         ["statistics", "devices"] => statistics(ctx, req, &[RegistryRead], |h| h.statistics_devices()),
         ["statistics", "service"] => statistics(ctx, req, &[ServiceConnect, RegistryRead], |h| h.statistics_service()),
         _ => return None,
@@ -112,6 +114,35 @@ fn device(ctx: &Context, req: &ApiRequest, id: &str) -> Result<Reply, HubError> 
             for m in modules {
                 ctx.broker.disconnect(&Identity::module(id, m.module_id));
             }
+            Ok(response::no_content())
+        }
+        _ => Err(method_not_allowed(req)),
+    }
+}
+
+/// GET `/certificates`: the registered CA certificates (`{"value": [...]}`).
+fn certificates(ctx: &Context, req: &ApiRequest) -> Result<Reply, HubError> {
+    if req.method != Method::GET {
+        return Err(method_not_allowed(req));
+    }
+    authorize(ctx, req, &[RegistryRead])?;
+    Ok(response::ok(&ctx.hub.list_certificates()))
+}
+
+/// `/certificates/{name}`: a CA certificate device chains may end at once `isVerified`.
+fn certificate(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, HubError> {
+    match req.method {
+        Method::GET => {
+            authorize(ctx, req, &[RegistryRead])?;
+            Ok(response::ok_with_etag(&ctx.hub.get_certificate(name)?))
+        }
+        Method::PUT => {
+            authorize(ctx, req, &[RegistryWrite])?;
+            Ok(response::ok_with_etag(&ctx.hub.put_certificate(name, &req.json()?, req.if_match())?))
+        }
+        Method::DELETE => {
+            authorize(ctx, req, &[RegistryWrite])?;
+            ctx.hub.delete_certificate(name, req.if_match())?;
             Ok(response::no_content())
         }
         _ => Err(method_not_allowed(req)),
