@@ -24,8 +24,23 @@ fn invalid(origin: &str, what: &str) -> Error {
 }
 
 /// Reads the first private key of `pem` (PEM text, or one DER key), decrypting it with
-/// `pass_phrase` when it is encrypted.
+/// `pass_phrase` when it is encrypted, and checks that TLS can sign with it.
 pub fn load(pem: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<PrivateKeyDer<'static>> {
+    let (key, encrypted) = read(pem, pass_phrase, origin)?;
+    // CBC has no integrity check: a damaged body may decrypt into well-formed DER holding a broken
+    // key. Parsing it as a signing key here names the file instead of failing later in rustls.
+    if rustls::crypto::ring::sign::any_supported_type(&key).is_err() {
+        return Err(if encrypted {
+            wrong_pass_phrase(origin)
+        } else {
+            invalid(origin, "holds a private key that is damaged or not an RSA, ECDSA or EdDSA key")
+        });
+    }
+    Ok(key)
+}
+
+/// The key and whether it was encrypted.
+fn read(pem: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<(PrivateKeyDer<'static>, bool)> {
     if pem.first() == Some(&0x30) {
         return from_der(pem, pass_phrase, origin);
     }
@@ -35,35 +50,36 @@ pub fn load(pem: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<Priva
         .find(|b| [PKCS8, PKCS8_ENCRYPTED, PKCS1_RSA, SEC1_EC].contains(&b.tag()))
         .ok_or_else(|| invalid(origin, "holds no private key"))?;
     match block.tag().to_owned().as_str() {
-        PKCS8_ENCRYPTED => decrypt_pkcs8(block.contents(), pass_phrase, origin),
-        PKCS8 => Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(block.into_contents()))),
+        PKCS8_ENCRYPTED => Ok((decrypt_pkcs8(block.contents(), pass_phrase, origin)?, true)),
+        PKCS8 => Ok((PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(block.into_contents())), false)),
         tag => {
-            let der = match block.headers().get("Proc-Type") {
-                Some(proc_type) if proc_type.contains("ENCRYPTED") => {
-                    let dek_info = block
-                        .headers()
-                        .get("DEK-Info")
-                        .ok_or_else(|| invalid(origin, "is encrypted but has no DEK-Info header"))?;
-                    decrypt_legacy(block.contents(), dek_info, pass_phrase, origin)?
-                }
-                _ => block.into_contents(),
+            let encrypted = block.headers().get("Proc-Type").is_some_and(|p| p.contains("ENCRYPTED"));
+            let der = if encrypted {
+                let dek_info = block
+                    .headers()
+                    .get("DEK-Info")
+                    .ok_or_else(|| invalid(origin, "is encrypted but has no DEK-Info header"))?;
+                decrypt_legacy(block.contents(), dek_info, pass_phrase, origin)?
+            } else {
+                block.into_contents()
             };
-            Ok(if tag == PKCS1_RSA {
+            let key = if tag == PKCS1_RSA {
                 PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(der))
             } else {
                 PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(der))
-            })
+            };
+            Ok((key, encrypted))
         }
     }
 }
 
-/// A DER file: an encrypted PKCS#8 key when a pass phrase is given and it parses as one, else PKCS#8.
-fn from_der(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<PrivateKeyDer<'static>> {
+/// A DER file: an encrypted PKCS#8 key when it parses as one, else a plain PKCS#8 key.
+fn from_der(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<(PrivateKeyDer<'static>, bool)> {
     if pkcs8::EncryptedPrivateKeyInfo::try_from(der).is_ok() {
-        return decrypt_pkcs8(der, pass_phrase, origin);
+        return Ok((decrypt_pkcs8(der, pass_phrase, origin)?, true));
     }
     pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| invalid(origin, "holds no private key"))?;
-    Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec())))
+    Ok((PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec())), false))
 }
 
 fn require<'a>(pass_phrase: Option<&'a str>, origin: &str) -> Result<&'a str> {

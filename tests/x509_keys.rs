@@ -1,0 +1,258 @@
+//! X.509 identities end to end against the emulator over TLS: private keys encrypted the ways the
+//! `openssl` CLI writes them (PKCS#8 PBES2 and the legacy `Proc-Type: 4,ENCRYPTED` PEM, RSA and EC),
+//! the errors for a wrong, missing or corrupted key, and CA-signed devices whose certificate file
+//! holds leaf + intermediate up to a root registered through the hub's `/certificates` API.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ironhub::{Client, ErrorKind, Message, X509};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use serde_json::json;
+use sha2::Digest;
+
+const PASS: &str = "correct-horse-42";
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ironhub-x509-keys-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl CLI runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn sha256_hex(pem_file: &Path) -> String {
+    let pem = std::fs::read(pem_file).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice()).next().unwrap().unwrap();
+    sha2::Sha256::digest(der.as_ref()).iter().map(|b| format!("{b:02X}")).collect()
+}
+
+async fn self_signed_device(env: &common::Env, device_id: &str, cert_file: &Path) {
+    let body = json!({"deviceId": device_id, "authentication": {"type": "selfSigned",
+        "x509Thumbprint": {"primaryThumbprint": sha256_hex(cert_file)}}});
+    let (status, answer) = env.service.request("PUT", &format!("/devices/{device_id}"), Some(&body)).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+}
+
+fn x509_client(env: &common::Env, device_id: &str, cert: &Path, key: &Path, pass: Option<&str>) -> ironhub::Result<Client> {
+    Client::create_from_x509_certificate(
+        X509::new(cert, key, pass.map(str::to_owned)),
+        "localhost",
+        device_id,
+        None,
+        env.options(),
+    )
+}
+
+/// The key files of the tests, written by the openssl CLI as a user would write them.
+struct Keys {
+    dir: PathBuf,
+}
+
+impl Keys {
+    fn generate(dir: PathBuf) -> Keys {
+        let pass = format!("pass:{PASS}");
+        // PKCS#8 ENCRYPTED PRIVATE KEY, RSA (OpenSSL 3: PBES2, PBKDF2-HMAC-SHA256, DES-EDE3-CBC).
+        openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-keyout", "rsa_pkcs8.pem", "-passout", &pass,
+            "-out", "rsa.crt", "-subj", "/CN=keys", "-days", "2"]);
+        // PKCS#8 ENCRYPTED PRIVATE KEY, EC P-256 with AES-256-CBC.
+        openssl(&dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-aes256", "-pass", &pass,
+            "-out", "ec_pkcs8.pem"]);
+        openssl(&dir, &["req", "-x509", "-new", "-key", "ec_pkcs8.pem", "-passin", &pass, "-out", "ec.crt", "-subj",
+            "/CN=keys", "-days", "2"]);
+        // PKCS#8 with AES-128-CBC and PBKDF2-HMAC-SHA1.
+        openssl(&dir, &["pkcs8", "-topk8", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-v2", "aes128", "-v2prf",
+            "hmacWithSHA1", "-passout", &pass, "-out", "rsa_pkcs8_sha1.pem"]);
+        // Legacy OpenSSL PEM: Proc-Type: 4,ENCRYPTED + DEK-Info.
+        for (cipher, out) in [("-aes128", "rsa_legacy_aes128.pem"), ("-aes256", "rsa_legacy_aes256.pem"), ("-des3", "rsa_legacy_des3.pem")] {
+            openssl(&dir, &["rsa", "-in", "rsa_pkcs8.pem", "-passin", &pass, cipher, "-traditional", "-passout", &pass, "-out", out]);
+        }
+        openssl(&dir, &["ec", "-in", "ec_pkcs8.pem", "-passin", &pass, "-des3", "-passout", &pass, "-out", "ec_legacy_des3.pem"]);
+        openssl(&dir, &["ec", "-in", "ec_pkcs8.pem", "-passin", &pass, "-aes192", "-passout", &pass, "-out", "ec_legacy_aes192.pem"]);
+        // Unencrypted PKCS#1 and SEC1 still load without a pass phrase.
+        openssl(&dir, &["rsa", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-traditional", "-out", "rsa_plain.pem"]);
+        openssl(&dir, &["ec", "-in", "ec_pkcs8.pem", "-passin", &pass, "-out", "ec_plain.pem"]);
+        Keys { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// (key file, certificate file, whether the key is encrypted)
+    fn cases(&self) -> Vec<(PathBuf, PathBuf, bool)> {
+        let rsa = ["rsa_pkcs8.pem", "rsa_pkcs8_sha1.pem", "rsa_legacy_aes128.pem", "rsa_legacy_aes256.pem", "rsa_legacy_des3.pem"];
+        let ec = ["ec_pkcs8.pem", "ec_legacy_des3.pem", "ec_legacy_aes192.pem"];
+        let mut cases: Vec<_> = rsa.iter().map(|k| (self.path(k), self.path("rsa.crt"), true)).collect();
+        cases.extend(ec.iter().map(|k| (self.path(k), self.path("ec.crt"), true)));
+        cases.push((self.path("rsa_plain.pem"), self.path("rsa.crt"), false));
+        cases.push((self.path("ec_plain.pem"), self.path("ec.crt"), false));
+        cases
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_keys_connect() {
+    let env = common::start().await;
+    let keys = Keys::generate(temp_dir("ok"));
+    for (i, (key, cert, encrypted)) in keys.cases().into_iter().enumerate() {
+        let device_id = format!("keydev{i}");
+        self_signed_device(&env, &device_id, &cert).await;
+        let pass = encrypted.then_some(PASS);
+        let client = x509_client(&env, &device_id, &cert, &key, pass).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+        client.send_message(&Message::new(format!("signed with {}", key.display()))).await.expect("send");
+        assert_eq!(env.wait_events(&device_id, 1).await.len(), 1, "{}", key.display());
+        client.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&keys.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_missing_or_corrupted_keys_are_clear_errors() {
+    let env = common::start().await;
+    let keys = Keys::generate(temp_dir("bad"));
+    let wrong = "not-the-pass-phrase";
+    for (key, cert, encrypted) in keys.cases().into_iter().filter(|c| c.2) {
+        assert!(encrypted);
+        let name = key.file_name().unwrap().to_str().unwrap().to_owned();
+        for (pass, expected) in [(Some(wrong), "wrong pass phrase"), (None, "no pass phrase"), (Some(""), "no pass phrase")] {
+            let err = x509_client(&env, "nobody", &cert, &key, pass).err().unwrap_or_else(|| panic!("{name} {pass:?} loaded"));
+            let text = err.to_string();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{text}");
+            assert!(text.contains(&name) && text.contains(expected), "{name} {pass:?}: {text}");
+            assert!(!text.contains(wrong) && !text.contains(PASS), "the pass phrase leaked: {text}");
+        }
+    }
+    // A key whose encrypted body was damaged: a clear error, never a panic.
+    for name in ["rsa_pkcs8.pem", "rsa_legacy_aes128.pem", "ec_legacy_des3.pem"] {
+        let pem = std::fs::read_to_string(keys.path(name)).unwrap();
+        let mut lines: Vec<String> = pem.lines().map(str::to_owned).collect();
+        let middle = lines.len() / 2;
+        lines[middle] = lines[middle].chars().rev().collect();
+        let damaged = keys.path(&format!("damaged_{name}"));
+        std::fs::write(&damaged, lines.join("\n")).unwrap();
+        let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &damaged, Some(PASS)).err().expect("damaged key refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert!(err.to_string().contains("damaged_"), "{err}");
+        assert!(!err.to_string().contains(PASS), "{err}");
+    }
+    // A key that does not match the certificate.
+    let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &keys.path("ec_pkcs8.pem"), Some(PASS)).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let _ = std::fs::remove_dir_all(&keys.dir);
+}
+
+/// A CA (root or intermediate) made with rcgen; `issuer` signs it, else it is self-signed.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(cn: &str, issuer: Option<&Ca>) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let cert = match issuer {
+            Some(i) => params.signed_by(&key, &i.cert, &i.key).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        Ca { cert, key }
+    }
+
+    /// A device certificate for `cn`, valid now unless `expired`; its key is written encrypted
+    /// (PKCS#8, openssl) so chains and encrypted keys are exercised together.
+    fn issue(&self, dir: &Path, cn: &str, expired: bool, chain: &[&Ca]) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let stem = format!("{cn}-{}", if expired { "expired" } else { "valid" });
+        let (cert_file, plain_key, key_file) =
+            (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.plain")), dir.join(format!("{stem}.key")));
+        let mut pem = leaf.pem();
+        for ca in chain {
+            pem.push_str(&ca.cert.pem());
+        }
+        std::fs::write(&cert_file, pem).unwrap();
+        std::fs::write(&plain_key, key.serialize_pem()).unwrap();
+        let pass = format!("pass:{PASS}");
+        openssl(dir, &["pkcs8", "-topk8", "-in", plain_key.to_str().unwrap(), "-v2", "aes256", "-passout", &pass, "-out",
+            key_file.to_str().unwrap()]);
+        (cert_file, key_file)
+    }
+}
+
+async fn register_root(env: &common::Env, name: &str, ca: &Ca, verified: bool) {
+    let body = json!({"properties": {"certificate": ca.cert.pem(), "isVerified": verified}});
+    let (status, answer) = env.service.request("PUT", &format!("/certificates/{name}"), Some(&body)).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["properties"]["isVerified"], verified);
+}
+
+async fn connect_result(env: &common::Env, device_id: &str, files: &(PathBuf, PathBuf)) -> ironhub::Result<()> {
+    let client = x509_client(env, device_id, &files.0, &files.1, Some(PASS))?;
+    let result = client.send_message(&Message::new("from a CA-signed device")).await;
+    let _ = client.shutdown().await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_signed_devices_with_an_intermediate() {
+    let env = common::start().await;
+    let dir = temp_dir("chain");
+    let root = Ca::new("ironhub test root", None);
+    let intermediate = Ca::new("ironhub test intermediate", Some(&root));
+    let stranger_root = Ca::new("someone else's root", None);
+    let stranger_intermediate = Ca::new("someone else's intermediate", Some(&stranger_root));
+    register_root(&env, "test-root", &root, true).await;
+    register_root(&env, "unverified-root", &stranger_root, false).await;
+    for id in ["cadev", "cadev-expired", "cadev-stranger"] {
+        let body = json!({"deviceId": id, "authentication": {"type": "certificateAuthority"}});
+        let (status, answer) = env.service.request("PUT", &format!("/devices/{id}"), Some(&body)).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    // Leaf + intermediate in the certificate file: the hub completes the chain to its root.
+    let good = intermediate.issue(&dir, "cadev", false, &[&intermediate]);
+    connect_result(&env, "cadev", &good).await.expect("a CA-signed device connects");
+    assert_eq!(env.wait_events("cadev", 1).await.len(), 1);
+
+    let refused = |r: ironhub::Result<()>, why: &str| {
+        let err = r.expect_err(why);
+        assert_eq!(err.kind(), ErrorKind::Credential, "{why}: {err}");
+    };
+    // Without the intermediate the chain does not reach the root.
+    let leaf_only = intermediate.issue(&dir, "cadev", false, &[]);
+    refused(connect_result(&env, "cadev", &leaf_only).await, "leaf without its intermediate");
+    // An expired leaf.
+    let expired = intermediate.issue(&dir, "cadev-expired", true, &[&intermediate]);
+    refused(connect_result(&env, "cadev-expired", &expired).await, "expired leaf");
+    // A CN that is not the device id.
+    refused(connect_result(&env, "cadev-expired", &good).await, "CN of another device");
+    // A chain to a root the hub has but never verified.
+    let stranger = stranger_intermediate.issue(&dir, "cadev-stranger", false, &[&stranger_intermediate]);
+    refused(connect_result(&env, "cadev-stranger", &stranger).await, "root not verified");
+    // Updating a certificate needs its ETag (If-Match), as IoT Hub's certificate API does.
+    let (_, current) = env.service.request("GET", "/certificates/unverified-root", None).await.unwrap();
+    assert_eq!(current["properties"]["subject"], "CN=someone else's root");
+    let (status, _) = env
+        .service
+        .request("PUT", "/certificates/unverified-root", Some(&json!({"properties": {"certificate": stranger_root.cert.pem(), "isVerified": true}})))
+        .await
+        .unwrap();
+    assert_eq!(status, 412, "an update without If-Match is refused");
+    let _ = std::fs::remove_dir_all(&dir);
+}
