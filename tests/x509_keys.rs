@@ -256,3 +256,70 @@ async fn ca_signed_devices_with_an_intermediate() {
     assert_eq!(status, 412, "an update without If-Match is refused");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same through the C ABI (`ironhub_client_create_from_x509_certificate` with a pass phrase):
+/// an encrypted key connects; a wrong one is `IRONHUB_ERROR_INVALID_ARGUMENT` with a last-error
+/// message naming the file and never the pass phrase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_keys_through_the_c_abi() {
+    use ironhub::ffi::client::{ironhub_client_connect, ironhub_client_create_from_x509_certificate, ironhub_client_free};
+    use ironhub::ffi::options::{
+        ironhub_options_free, ironhub_options_new, ironhub_options_set_connection_retry, ironhub_options_set_mqtt_port,
+        ironhub_options_set_server_verification_cert,
+    };
+    use ironhub::ffi::result::{ironhub_last_error_message, ironhub_result};
+    use std::ffi::{c_char, CStr, CString};
+
+    let env = common::start().await;
+    let keys = Keys::generate(temp_dir("capi"));
+    self_signed_device(&env, "capidev", &keys.path("rsa.crt")).await;
+    let (ca_pem, mqtt_port) = (CString::new(env.emu.ca_pem()).unwrap(), env.emu.mqtt_port());
+    let c = |s: &str| CString::new(s).unwrap();
+    let (cert, key) = (c(keys.path("rsa.crt").to_str().unwrap()), c(keys.path("rsa_legacy_aes256.pem").to_str().unwrap()));
+    let (host, device) = (c("localhost"), c("capidev"));
+    tokio::task::spawn_blocking(move || {
+        let opts = ironhub_options_new();
+        assert_eq!(ironhub_options_set_server_verification_cert(opts, ca_pem.as_ptr()), ironhub_result::IRONHUB_OK);
+        assert_eq!(ironhub_options_set_mqtt_port(opts, mqtt_port), ironhub_result::IRONHUB_OK);
+        assert_eq!(ironhub_options_set_connection_retry(opts, false), ironhub_result::IRONHUB_OK);
+        let create = |pass: Option<&CString>| {
+            let mut client = std::ptr::null_mut();
+            let pass = pass.map_or(std::ptr::null(), |p| p.as_ptr());
+            let rc = ironhub_client_create_from_x509_certificate(
+                cert.as_ptr(),
+                key.as_ptr(),
+                pass,
+                host.as_ptr(),
+                device.as_ptr(),
+                std::ptr::null(),
+                opts,
+                &mut client,
+            );
+            (rc, client)
+        };
+        let last_error = || {
+            let mut buf = [0 as c_char; 512];
+            ironhub_last_error_message(buf.as_mut_ptr(), buf.len());
+            // SAFETY: ironhub_last_error_message NUL-terminates within `buf`.
+            unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+        };
+
+        let (rc, client) = create(Some(&c(PASS)));
+        assert_eq!(rc, ironhub_result::IRONHUB_OK, "{}", last_error());
+        assert_eq!(ironhub_client_connect(client), ironhub_result::IRONHUB_OK, "{}", last_error());
+        assert_eq!(ironhub_client_free(client), ironhub_result::IRONHUB_OK);
+
+        for pass in [Some(c("wrong-one")), None] {
+            let (rc, client) = create(pass.as_ref());
+            assert_eq!(rc, ironhub_result::IRONHUB_ERROR_INVALID_ARGUMENT);
+            assert!(client.is_null());
+            let message = last_error();
+            assert!(message.contains("rsa_legacy_aes256.pem") && message.contains("pass phrase"), "{message}");
+            assert!(!message.contains("wrong-one") && !message.contains(PASS), "{message}");
+        }
+        ironhub_options_free(opts);
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&keys.dir);
+}
