@@ -1,0 +1,90 @@
+"""X.509 identities through the wheel against the emulator: `X509(cert_file, key_file, pass_phrase)`
+with keys the openssl CLI encrypted (PKCS#8 and legacy PEM, RSA and EC); wrong, missing and damaged
+keys give a ValueError naming the file (never the pass phrase); CA-signed devices whose certificate
+file holds leaf + intermediate connect once the hub trusts the root (`/certificates/{name}`)."""
+
+import logging
+
+import pytest
+
+from ironhub import X509, IoTHubDeviceClient, Message
+from ironhub import exceptions
+from x509keys import (
+    PASS_PHRASE,
+    Chain,
+    create_ca_device,
+    damaged_copy,
+    encrypted_keys,
+    register_root,
+    sha256_thumbprint,
+)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return encrypted_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, hub):
+    c = Chain(tmp_path_factory.mktemp("chain"), "pychain")
+    register_root(hub, "pychain-root", c.root_pem)
+    return c
+
+
+def x509_client(make_client, hub, client_kwargs, device_id, cert, key, pass_phrase):
+    x509 = X509(cert_file=str(cert), key_file=str(key), pass_phrase=pass_phrase)
+    return make_client(IoTHubDeviceClient, "create_from_x509_certificate", x509, hub.hostname, device_id, **client_kwargs)
+
+
+@pytest.mark.parametrize("case", ["rsa-pkcs8", "ec-pkcs8-aes256", "rsa-legacy-aes128", "ec-legacy-des3"])
+def test_encrypted_key_connects(case, keys, make_client, hub, unique_id, client_kwargs):
+    cert, key = keys[case]
+    hub.create_device(unique_id, x509_thumbprint=sha256_thumbprint(cert))
+    c = x509_client(make_client, hub, client_kwargs, unique_id, cert, key, PASS_PHRASE)
+    c.send_message(Message("key " + case))
+    assert hub.telemetry(unique_id, 1)[0]["body"] == "key " + case
+
+
+@pytest.mark.parametrize("case", ["rsa-pkcs8", "ec-pkcs8-aes256", "rsa-legacy-aes128", "ec-legacy-des3"])
+@pytest.mark.parametrize("pass_phrase,expected", [("not-the-pass-phrase", "wrong pass phrase"), (None, "no pass phrase")])
+def test_wrong_or_missing_pass_phrase(case, pass_phrase, expected, keys, make_client, hub, client_kwargs, caplog):
+    cert, key = keys[case]
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ValueError) as raised:
+        x509_client(make_client, hub, client_kwargs, "nobody", cert, key, pass_phrase)
+    text = str(raised.value)
+    assert key.name in text and expected in text, text
+    for secret in ("not-the-pass-phrase", PASS_PHRASE):
+        assert secret not in text and secret not in caplog.text
+
+
+def test_damaged_key(keys, make_client, hub, client_kwargs):
+    cert, key = keys["rsa-legacy-aes128"]
+    damaged = damaged_copy(key)
+    with pytest.raises(ValueError, match="damaged_rsa_legacy_aes128.pem"):
+        x509_client(make_client, hub, client_kwargs, "nobody", cert, damaged, PASS_PHRASE)
+
+
+def test_ca_signed_device_with_intermediate(chain, make_client, hub, unique_id, client_kwargs):
+    create_ca_device(hub, unique_id)
+    cert, key = chain.issue(unique_id)
+    c = x509_client(make_client, hub, client_kwargs, unique_id, cert, key, PASS_PHRASE)
+    c.send_message(Message("through the chain"))
+    assert hub.telemetry(unique_id, 1)[0]["body"] == "through the chain"
+
+
+@pytest.mark.parametrize("why", ["no intermediate", "expired", "other device's CN", "untrusted root"])
+def test_ca_signed_device_refused(why, chain, tmp_path, make_client, hub, unique_id, client_kwargs):
+    create_ca_device(hub, unique_id)
+    if why == "no intermediate":
+        cert, key = chain.issue(unique_id, with_intermediate=False)
+    elif why == "expired":
+        cert, key = chain.issue(unique_id, days=-1)
+    elif why == "other device's CN":
+        cert, key = chain.issue(unique_id + "-other")
+    else:
+        cert, key = Chain(tmp_path, "stranger").issue(unique_id)
+    c = x509_client(make_client, hub, client_kwargs, unique_id, cert, key, PASS_PHRASE)
+    with pytest.raises(exceptions.CredentialError):
+        c.connect()

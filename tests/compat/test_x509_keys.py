@@ -1,0 +1,87 @@
+"""The official azure.iot.device with encrypted private keys and CA chains against the emulator:
+keys the openssl CLI encrypted (PKCS#8 and legacy PEM, RSA and EC) with `X509(..., pass_phrase)`,
+and CA-signed devices (leaf + intermediate in the certificate file) whose root was registered
+through `/certificates/{name}`; the emulator refuses chains it cannot verify."""
+
+import ssl
+
+import pytest
+from azure.iot.device import IoTHubDeviceClient, Message, X509
+from azure.iot.device.exceptions import CredentialError
+
+from helpers import decoded_body, unique, wait_events
+from x509keys import PASS_PHRASE, Chain, create_ca_device, encrypted_keys, register_root, sha256_thumbprint
+
+CASES = ["rsa-pkcs8", "ec-pkcs8-aes256", "rsa-legacy-aes128", "ec-legacy-des3"]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return encrypted_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, emulator):
+    c = Chain(tmp_path_factory.mktemp("chain"), "compat")
+    register_root(emulator, unique("compat-root"), c.root_pem)
+    return c
+
+
+def x509_client(clients, emulator, device_id, cert_file, key_file, pass_phrase):
+    client = IoTHubDeviceClient.create_from_x509_certificate(
+        x509=X509(cert_file=str(cert_file), key_file=str(key_file), pass_phrase=pass_phrase),
+        hostname=emulator.hostname,
+        device_id=device_id,
+        server_verification_cert=emulator.ca_pem,
+        connection_retry=False,
+    )
+    clients.append(client)
+    return client
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_encrypted_key(case, keys, registry, emulator, clients):
+    device_id = unique("enckey")
+    cert, key = keys[case]
+    thumbprint = sha256_thumbprint(cert)
+    registry.create_device_with_x509(device_id, thumbprint, thumbprint, "enabled")
+    client = x509_client(clients, emulator, device_id, cert, key, PASS_PHRASE)
+    client.connect()
+    client.send_message(Message("signed with " + case))
+    [event] = wait_events(emulator, device_id)
+    assert decoded_body(event) == "signed with " + case
+
+
+def test_wrong_pass_phrase_fails_in_the_sdk(keys, emulator, clients):
+    # What the official SDK does with a wrong pass phrase (ironhub raises ValueError instead).
+    cert, key = keys["rsa-pkcs8"]
+    with pytest.raises(ssl.SSLError):
+        x509_client(clients, emulator, unique("enckey"), cert, key, "not-the-pass-phrase").connect()
+
+
+def test_ca_signed_device_with_intermediate(chain, emulator, clients):
+    device_id = unique("cadev")
+    create_ca_device(emulator, device_id)
+    cert, key = chain.issue(device_id)
+    client = x509_client(clients, emulator, device_id, cert, key, PASS_PHRASE)
+    client.connect()
+    client.send_message(Message("through the chain"))
+    [event] = wait_events(emulator, device_id)
+    assert decoded_body(event) == "through the chain"
+
+
+@pytest.mark.parametrize("why", ["no intermediate", "expired", "other device's CN", "untrusted root"])
+def test_ca_signed_device_refused(why, chain, tmp_path, emulator, clients):
+    device_id = unique("cadev")
+    create_ca_device(emulator, device_id)
+    if why == "no intermediate":
+        cert, key = chain.issue(device_id, with_intermediate=False)
+    elif why == "expired":
+        cert, key = chain.issue(device_id, days=-1)
+    elif why == "other device's CN":
+        cert, key = chain.issue(device_id + "-other")
+    else:
+        cert, key = Chain(tmp_path, "stranger").issue(device_id)
+    client = x509_client(clients, emulator, device_id, cert, key, PASS_PHRASE)
+    with pytest.raises(CredentialError):
+        client.connect()
