@@ -70,15 +70,15 @@ def test_ca_signed_device_with_intermediate(chain, emulator, clients):
     assert decoded_body(event) == "through the chain"
 
 
-@pytest.mark.parametrize("why", ["no intermediate", "expired", "other device's CN", "untrusted root"])
+@pytest.mark.parametrize("why", ["no-intermediate", "expired", "other-device-cn", "untrusted-root"])
 def test_ca_signed_device_refused(why, chain, tmp_path, emulator, clients):
     device_id = unique("cadev")
     create_ca_device(emulator, device_id)
-    if why == "no intermediate":
+    if why == "no-intermediate":
         cert, key = chain.issue(device_id, with_intermediate=False)
     elif why == "expired":
         cert, key = chain.issue(device_id, days=-1)
-    elif why == "other device's CN":
+    elif why == "other-device-cn":
         cert, key = chain.issue(device_id + "-other")
     else:
         cert, key = Chain(tmp_path, "stranger").issue(device_id)
