@@ -1,7 +1,8 @@
 //! X.509 identities end to end against the emulator over TLS: private keys encrypted the ways the
 //! `openssl` CLI writes them (PKCS#8 PBES2 and the legacy `Proc-Type: 4,ENCRYPTED` PEM, RSA and EC),
 //! the errors for a wrong, missing or corrupted key, and CA-signed devices whose certificate file
-//! holds leaf + intermediate up to a root registered through the hub's `/certificates` API.
+//! holds leaf + intermediate up to a root registered through the hub's `/certificates` API, and
+//! file upload by X.509 devices (the client certificate on the HTTPS calls, no token).
 
 mod common;
 
@@ -321,5 +322,38 @@ async fn encrypted_keys_through_the_c_abi() {
     })
     .await
     .unwrap();
+    let _ = std::fs::remove_dir_all(&keys.dir);
+}
+
+/// File upload by X.509 devices: the hub calls carry no token, only the client certificate of the
+/// TLS connection; a self-signed device and a CA-signed one upload, a stranger's certificate is a
+/// credential error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x509_devices_upload_files() {
+    let env = common::start().await;
+    let keys = Keys::generate(temp_dir("upload"));
+    self_signed_device(&env, "upload-self", &keys.path("ec.crt")).await;
+    let client = x509_client(&env, "upload-self", &keys.path("ec.crt"), &keys.path("ec_legacy_des3.pem"), Some(PASS)).unwrap();
+    let info = client.upload_blob_from_bytes("x509.bin", &b"uploaded with a certificate"[..], Default::default()).await.expect("upload");
+    assert_eq!(env.emu.files().blob(&info.blob_name).unwrap(), &b"uploaded with a certificate"[..]);
+    let notes = env.emu.files().notifications(Some("upload-self"));
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["correlationId"], info.correlation_id.as_str());
+
+    let root = Ca::new("upload root", None);
+    let intermediate = Ca::new("upload intermediate", Some(&root));
+    register_root(&env, "upload-root", &root, true).await;
+    let body = json!({"deviceId": "upload-ca", "authentication": {"type": "certificateAuthority"}});
+    assert_eq!(env.service.request("PUT", "/devices/upload-ca", Some(&body)).await.unwrap().0, 200);
+    let (cert, key) = intermediate.issue(&keys.dir, "upload-ca", false, &[&intermediate]);
+    let ca_client = x509_client(&env, "upload-ca", &cert, &key, Some(PASS)).unwrap();
+    let storage = ca_client.get_storage_info_for_blob("chain.txt").await.expect("storage info for a CA-signed device");
+    assert_eq!(storage.blob_name, "upload-ca/chain.txt");
+    ca_client.notify_blob_upload_status(&storage.correlation_id, true, 200, "ok").await.expect("notification");
+
+    // The self-signed certificate is not upload-ca's.
+    let stranger = x509_client(&env, "upload-ca", &keys.path("ec.crt"), &keys.path("ec_pkcs8.pem"), Some(PASS)).unwrap();
+    let err = stranger.get_storage_info_for_blob("nope.txt").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Credential, "{err}");
     let _ = std::fs::remove_dir_all(&keys.dir);
 }
