@@ -1,7 +1,8 @@
 """X.509 identities through the wheel against the emulator: `X509(cert_file, key_file, pass_phrase)`
 with keys the openssl CLI encrypted (PKCS#8 and legacy PEM, RSA and EC); wrong, missing and damaged
 keys give a ValueError naming the file (never the pass phrase); CA-signed devices whose certificate
-file holds leaf + intermediate connect once the hub trusts the root (`/certificates/{name}`)."""
+file holds leaf + intermediate connect once the hub trusts the root (`/certificates/{name}`), and
+X.509 devices upload files (the client certificate on the HTTPS calls)."""
 
 import logging
 
@@ -88,3 +89,24 @@ def test_ca_signed_device_refused(why, chain, tmp_path, make_client, hub, unique
     c = x509_client(make_client, hub, client_kwargs, unique_id, cert, key, PASS_PHRASE)
     with pytest.raises(exceptions.CredentialError):
         c.connect()
+
+
+def test_x509_device_file_upload(keys, chain, make_client, hub, unique_id, client_kwargs):
+    cert, key = keys["ec-legacy-des3"]
+    hub.create_device(unique_id, x509_thumbprint=sha256_thumbprint(cert))
+    c = x509_client(make_client, hub, client_kwargs, unique_id, cert, key, PASS_PHRASE)
+    info = c.get_storage_info_for_blob("x509.txt")
+    assert info["blobName"] == unique_id + "/x509.txt"
+    c.notify_blob_upload_status(info["correlationId"], True, 200, "uploaded")
+    notes = hub.request("GET", "/emulator/fileNotifications", deviceId=unique_id).json()["notifications"]
+    assert [n["correlationId"] for n in notes] == [info["correlationId"]]
+
+    ca_device = unique_id + "-ca"
+    create_ca_device(hub, ca_device)
+    ca_cert, ca_key = chain.issue(ca_device)
+    ca_client = x509_client(make_client, hub, client_kwargs, ca_device, ca_cert, ca_key, PASS_PHRASE)
+    assert ca_client.get_storage_info_for_blob("chain.txt")["blobName"] == ca_device + "/chain.txt"
+
+    stranger = x509_client(make_client, hub, client_kwargs, ca_device, cert, key, PASS_PHRASE)
+    with pytest.raises(exceptions.CredentialError):
+        stranger.get_storage_info_for_blob("nope.txt")

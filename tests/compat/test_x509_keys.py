@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 from azure.iot.device import IoTHubDeviceClient, Message, X509
-from azure.iot.device.exceptions import CredentialError
+from azure.iot.device.exceptions import ClientError, CredentialError
 
 from helpers import decoded_body, unique, wait_events
 from x509keys import PASS_PHRASE, Chain, create_ca_device, encrypted_keys, register_root, sha256_thumbprint
@@ -85,3 +85,29 @@ def test_ca_signed_device_refused(why, chain, tmp_path, emulator, clients):
     client = x509_client(clients, emulator, device_id, cert, key, PASS_PHRASE)
     with pytest.raises(CredentialError):
         client.connect()
+
+
+def test_x509_device_file_upload(keys, chain, registry, emulator, clients):
+    # The SDK's HTTPS calls carry the client certificate and no token, as against IoT Hub.
+    device_id = unique("x509up")
+    cert, key = keys["ec-legacy-des3"]
+    thumbprint = sha256_thumbprint(cert)
+    registry.create_device_with_x509(device_id, thumbprint, thumbprint, "enabled")
+    client = x509_client(clients, emulator, device_id, cert, key, PASS_PHRASE)
+    info = client.get_storage_info_for_blob("x509.txt")
+    assert info["blobName"] == device_id + "/x509.txt"
+    client.notify_blob_upload_status(info["correlationId"], True, 200, "uploaded")
+    notes = emulator.request("GET", "/emulator/fileNotifications", deviceId=device_id).json()["notifications"]
+    assert [n["correlationId"] for n in notes] == [info["correlationId"]]
+
+    ca_device = unique("x509up-ca")
+    create_ca_device(emulator, ca_device)
+    ca_cert, ca_key = chain.issue(ca_device)
+    ca_client = x509_client(clients, emulator, ca_device, ca_cert, ca_key, PASS_PHRASE)
+    assert ca_client.get_storage_info_for_blob("chain.txt")["blobName"] == ca_device + "/chain.txt"
+
+    # The SDK reports the hub's 401 on its HTTP calls as a ClientError caused by a ServiceError.
+    stranger = x509_client(clients, emulator, ca_device, cert, key, PASS_PHRASE)
+    with pytest.raises(ClientError) as raised:
+        stranger.get_storage_info_for_blob("nope.txt")
+    assert "401" in str(raised.value.__cause__)
