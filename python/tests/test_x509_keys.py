@@ -11,13 +11,15 @@ import pytest
 from ironhub import X509, IoTHubDeviceClient, Message
 from ironhub import exceptions
 from x509keys import (
+    KEY_CASES,
     PASS_PHRASE,
+    REFUSED_CASES,
     Chain,
     create_ca_device,
     damaged_copy,
     encrypted_keys,
-    register_root,
     sha256_thumbprint,
+    trusted_chain,
 )
 
 
@@ -28,9 +30,7 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, hub):
-    c = Chain(tmp_path_factory.mktemp("chain"), "pychain")
-    register_root(hub, "pychain-root", c.root_pem)
-    return c
+    return trusted_chain(hub, tmp_path_factory.mktemp("chain"), "pychain")
 
 
 def x509_client(make_client, hub, client_kwargs, device_id, cert, key, pass_phrase):
@@ -38,7 +38,7 @@ def x509_client(make_client, hub, client_kwargs, device_id, cert, key, pass_phra
     return make_client(IoTHubDeviceClient, "create_from_x509_certificate", x509, hub.hostname, device_id, **client_kwargs)
 
 
-@pytest.mark.parametrize("case", ["rsa-pkcs8", "ec-pkcs8-aes256", "rsa-legacy-aes128", "ec-legacy-des3"])
+@pytest.mark.parametrize("case", KEY_CASES)
 def test_encrypted_key_connects(case, keys, make_client, hub, unique_id, client_kwargs):
     cert, key = keys[case]
     hub.create_device(unique_id, x509_thumbprint=sha256_thumbprint(cert))
@@ -47,7 +47,7 @@ def test_encrypted_key_connects(case, keys, make_client, hub, unique_id, client_
     assert hub.telemetry(unique_id, 1)[0]["body"] == "key " + case
 
 
-@pytest.mark.parametrize("case", ["rsa-pkcs8", "ec-pkcs8-aes256", "rsa-legacy-aes128", "ec-legacy-des3"])
+@pytest.mark.parametrize("case", KEY_CASES)
 @pytest.mark.parametrize("pass_phrase,expected", [("not-the-pass-phrase", "wrong pass phrase"), (None, "no pass phrase")])
 def test_wrong_or_missing_pass_phrase(case, pass_phrase, expected, keys, make_client, hub, client_kwargs, caplog):
     cert, key = keys[case]
@@ -75,17 +75,10 @@ def test_ca_signed_device_with_intermediate(chain, make_client, hub, unique_id, 
     assert hub.telemetry(unique_id, 1)[0]["body"] == "through the chain"
 
 
-@pytest.mark.parametrize("why", ["no-intermediate", "expired", "other-device-cn", "untrusted-root"])
+@pytest.mark.parametrize("why", REFUSED_CASES)
 def test_ca_signed_device_refused(why, chain, tmp_path, make_client, hub, unique_id, client_kwargs):
     create_ca_device(hub, unique_id)
-    if why == "no-intermediate":
-        cert, key = chain.issue(unique_id, with_intermediate=False)
-    elif why == "expired":
-        cert, key = chain.issue(unique_id, days=-1)
-    elif why == "other-device-cn":
-        cert, key = chain.issue(unique_id + "-other")
-    else:
-        cert, key = Chain(tmp_path, "stranger").issue(unique_id)
+    cert, key = chain.refused_case(why, unique_id, tmp_path)
     c = x509_client(make_client, hub, client_kwargs, unique_id, cert, key, PASS_PHRASE)
     with pytest.raises(exceptions.CredentialError):
         c.connect()

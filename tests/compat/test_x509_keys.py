@@ -6,13 +6,24 @@ through `/certificates/{name}`; the emulator refuses chains it cannot verify."""
 import ssl
 
 import pytest
-from azure.iot.device import IoTHubDeviceClient, Message, X509
+from azure.iot.device import Message
 from azure.iot.device.exceptions import ClientError, CredentialError
 
-from helpers import decoded_body, unique, wait_events
-from x509keys import PASS_PHRASE, Chain, create_ca_device, encrypted_keys, register_root, sha256_thumbprint
+from helpers import decoded_body, unique, wait_events, x509_client
+from x509keys import (
+    KEY_CASES,
+    PASS_PHRASE,
+    REFUSED_CASES,
+    create_ca_device,
+    encrypted_keys,
+    sha256_thumbprint,
+    trusted_chain,
+)
 
-CASES = ["rsa-pkcs8", "ec-pkcs8-aes256", "rsa-legacy-aes128", "ec-legacy-des3"]
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, emulator):
+    return trusted_chain(emulator, tmp_path_factory.mktemp("chain"), unique("compat"))
 
 
 @pytest.fixture(scope="module")
@@ -20,26 +31,7 @@ def keys(tmp_path_factory):
     return encrypted_keys(tmp_path_factory.mktemp("keys"))
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory, emulator):
-    c = Chain(tmp_path_factory.mktemp("chain"), "compat")
-    register_root(emulator, unique("compat-root"), c.root_pem)
-    return c
-
-
-def x509_client(clients, emulator, device_id, cert_file, key_file, pass_phrase):
-    client = IoTHubDeviceClient.create_from_x509_certificate(
-        x509=X509(cert_file=str(cert_file), key_file=str(key_file), pass_phrase=pass_phrase),
-        hostname=emulator.hostname,
-        device_id=device_id,
-        server_verification_cert=emulator.ca_pem,
-        connection_retry=False,
-    )
-    clients.append(client)
-    return client
-
-
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", KEY_CASES)
 def test_encrypted_key(case, keys, registry, emulator, clients):
     device_id = unique("enckey")
     cert, key = keys[case]
@@ -70,18 +62,11 @@ def test_ca_signed_device_with_intermediate(chain, emulator, clients):
     assert decoded_body(event) == "through the chain"
 
 
-@pytest.mark.parametrize("why", ["no-intermediate", "expired", "other-device-cn", "untrusted-root"])
+@pytest.mark.parametrize("why", REFUSED_CASES)
 def test_ca_signed_device_refused(why, chain, tmp_path, emulator, clients):
     device_id = unique("cadev")
     create_ca_device(emulator, device_id)
-    if why == "no-intermediate":
-        cert, key = chain.issue(device_id, with_intermediate=False)
-    elif why == "expired":
-        cert, key = chain.issue(device_id, days=-1)
-    elif why == "other-device-cn":
-        cert, key = chain.issue(device_id + "-other")
-    else:
-        cert, key = Chain(tmp_path, "stranger").issue(device_id)
+    cert, key = chain.refused_case(why, device_id, tmp_path)
     client = x509_client(clients, emulator, device_id, cert, key, PASS_PHRASE)
     with pytest.raises(CredentialError):
         client.connect()

@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 PASS_PHRASE = "correct-horse-42"
+# The key formats `encrypted_keys` writes.
+KEY_CASES = ["rsa-pkcs8", "ec-pkcs8-aes256", "rsa-legacy-aes128", "ec-legacy-des3"]
+# Why a CA-signed device must be refused (see Chain.refused_case).
+REFUSED_CASES = ["no-intermediate", "expired", "other-device-cn", "untrusted-root"]
 
 
 def openssl(cwd: Path, *args: str) -> None:
@@ -89,6 +93,18 @@ class Chain:
         chain_file.write_text((self.dir / (stem + ".leaf")).read_text() + (self.intermediate_pem if with_intermediate else ""))
         return str(chain_file), str(self.dir / (stem + ".key"))
 
+    def refused_case(self, why: str, device_id: str, scratch: Path) -> Tuple[str, str]:
+        """Certificate and key for `device_id` that a hub trusting this chain's root must refuse."""
+        if why == "no-intermediate":
+            return self.issue(device_id, with_intermediate=False)
+        if why == "expired":
+            return self.issue(device_id, days=-1)
+        if why == "other-device-cn":
+            return self.issue(device_id + "-other")
+        if why == "untrusted-root":
+            return Chain(scratch, "stranger").issue(device_id)
+        raise ValueError(why)
+
 
 def register_root(hub, name: str, root_pem: str, verified: bool = True) -> dict:
     """Registers a new CA certificate with the hub (PUT /certificates/{name}, no If-Match: create)."""
@@ -97,6 +113,13 @@ def register_root(hub, name: str, root_pem: str, verified: bool = True) -> dict:
     if resp.status_code != 200:
         raise AssertionError("PUT /certificates/{} -> {} {}".format(name, resp.status_code, resp.text))
     return resp.json()
+
+
+def trusted_chain(hub, directory: Path, name: str) -> Chain:
+    """A chain whose root `hub` trusts (registered and verified as certificate `{name}-root`)."""
+    chain = Chain(directory, name)
+    register_root(hub, name + "-root", chain.root_pem)
+    return chain
 
 
 def create_ca_device(hub, device_id: str) -> None:
