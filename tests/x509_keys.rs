@@ -70,6 +70,12 @@ impl Keys {
         // PKCS#8 with AES-128-CBC and PBKDF2-HMAC-SHA1.
         openssl(&dir, &["pkcs8", "-topk8", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-v2", "aes128", "-v2prf",
             "hmacWithSHA1", "-passout", &pass, "-out", "rsa_pkcs8_sha1.pem"]);
+        // PKCS#8 with scrypt as the key derivation.
+        openssl(&dir, &["pkcs8", "-topk8", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-scrypt", "-passout", &pass,
+            "-out", "rsa_pkcs8_scrypt.pem"]);
+        // PKCS#8 with a PKCS#12 PBES1 scheme, which is not supported: a clear error.
+        openssl(&dir, &["pkcs8", "-topk8", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-v1", "PBE-SHA1-3DES", "-passout",
+            &pass, "-out", "rsa_pkcs8_pbes1.pem"]);
         // Legacy OpenSSL PEM: Proc-Type: 4,ENCRYPTED + DEK-Info.
         for (cipher, out) in [("-aes128", "rsa_legacy_aes128.pem"), ("-aes256", "rsa_legacy_aes256.pem"), ("-des3", "rsa_legacy_des3.pem")] {
             openssl(&dir, &["rsa", "-in", "rsa_pkcs8.pem", "-passin", &pass, cipher, "-traditional", "-passout", &pass, "-out", out]);
@@ -88,7 +94,7 @@ impl Keys {
 
     /// (key file, certificate file, whether the key is encrypted)
     fn cases(&self) -> Vec<(PathBuf, PathBuf, bool)> {
-        let rsa = ["rsa_pkcs8.pem", "rsa_pkcs8_sha1.pem", "rsa_legacy_aes128.pem", "rsa_legacy_aes256.pem", "rsa_legacy_des3.pem"];
+        let rsa = ["rsa_pkcs8.pem", "rsa_pkcs8_sha1.pem", "rsa_pkcs8_scrypt.pem", "rsa_legacy_aes128.pem", "rsa_legacy_aes256.pem", "rsa_legacy_des3.pem"];
         let ec = ["ec_pkcs8.pem", "ec_legacy_des3.pem", "ec_legacy_aes192.pem"];
         let mut cases: Vec<_> = rsa.iter().map(|k| (self.path(k), self.path("rsa.crt"), true)).collect();
         cases.extend(ec.iter().map(|k| (self.path(k), self.path("ec.crt"), true)));
@@ -143,6 +149,8 @@ async fn wrong_missing_or_corrupted_keys_are_clear_errors() {
         assert!(err.to_string().contains("damaged_"), "{err}");
         assert!(!err.to_string().contains(PASS), "{err}");
     }
+    let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &keys.path("rsa_pkcs8_pbes1.pem"), Some(PASS)).err().unwrap();
+    assert!(err.to_string().contains("rsa_pkcs8_pbes1.pem") && err.to_string().contains("unsupported encryption"), "{err}");
     // A key that does not match the certificate.
     let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &keys.path("ec_pkcs8.pem"), Some(PASS)).err().unwrap();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");

@@ -94,13 +94,16 @@ fn wrong_pass_phrase(origin: &str) -> Error {
 
 fn decrypt_pkcs8(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<PrivateKeyDer<'static>> {
     let pass_phrase = require(pass_phrase, origin)?;
-    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der)
-        .map_err(|_| invalid(origin, "the encrypted private key is malformed"))?;
+    // pkcs5 does not even parse the PKCS#12 PBE schemes (`openssl pkcs8 -v1 ...`), so a failure
+    // here is as likely an unsupported scheme as a damaged file.
+    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der).map_err(|_| {
+        invalid(origin, "the encrypted private key is malformed or uses an unsupported encryption (PBES2 is supported)")
+    })?;
     let plain = info.decrypt(pass_phrase).map_err(|e| match e {
         pkcs8::Error::EncryptedPrivateKey(
             pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. } | pkcs8::pkcs5::Error::NoPbes1CryptSupport,
         ) => {
-            invalid(origin, "the private key is encrypted with an unsupported algorithm")
+            invalid(origin, "the private key uses an unsupported encryption (PBES2 is supported)")
         }
         _ => wrong_pass_phrase(origin),
     })?;
