@@ -2,7 +2,8 @@
 //! `openssl` CLI writes them (PKCS#8 PBES2 and the legacy `Proc-Type: 4,ENCRYPTED` PEM, RSA and EC),
 //! the errors for a wrong, missing or corrupted key, and CA-signed devices whose certificate file
 //! holds leaf + intermediate up to a root registered through the hub's `/certificates` API, and
-//! file upload by X.509 devices (the client certificate on the HTTPS calls, no token).
+//! file upload by X.509 devices (the client certificate on the HTTPS calls, no token), and DPS
+//! registration through a group enrollment with the same chains.
 
 mod common;
 
@@ -364,4 +365,41 @@ async fn x509_devices_upload_files() {
     let err = stranger.get_storage_info_for_blob("nope.txt").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Credential, "{err}");
     let _ = std::fs::remove_dir_all(&keys.dir);
+}
+
+/// DPS with the same material: a group enrollment on the root, a device whose certificate file
+/// holds leaf + intermediate and whose key is encrypted registers, then connects to the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_with_a_chain_and_an_encrypted_key() {
+    use ironhub::provisioning::ProvisioningClient;
+    use ironhub_emulator::dps::enrollments::Kind;
+
+    let env = common::start().await;
+    let dir = temp_dir("dps");
+    let root = Ca::new("dps root", None);
+    let intermediate = Ca::new("dps intermediate", Some(&root));
+    let group = json!({"attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": root.cert.pem()}}}}});
+    env.emu.dps().put_enrollment(Kind::Group, "dps-chain-group", &group, None).unwrap();
+    let (cert, key) = intermediate.issue(&dir, "dps-chained", false, &[&intermediate]);
+    let x509 = X509::new(&cert, &key, Some(PASS.to_owned()));
+    let dps = ProvisioningClient::create_from_x509_certificate(env.emu.hostname(), "dps-chained", &env.emu.id_scope(), x509.clone(), env.options())
+        .unwrap();
+    let result = dps.register().await.expect("registration through the group");
+    assert_eq!(result.assignment().unwrap().1, "dps-chained");
+    let device = result.device_client_from_x509_certificate(x509, env.options()).unwrap();
+    device.send_message(&Message::new("provisioned with a chain")).await.expect("send after provisioning");
+    device.shutdown().await.unwrap();
+
+    // Without the intermediate the group's root is out of reach.
+    let (leaf_only, key) = intermediate.issue(&dir, "dps-leaf-only", false, &[]);
+    let dps = ProvisioningClient::create_from_x509_certificate(
+        env.emu.hostname(),
+        "dps-leaf-only",
+        &env.emu.id_scope(),
+        X509::new(&leaf_only, &key, Some(PASS.to_owned())),
+        env.options(),
+    )
+    .unwrap();
+    assert!(dps.register().await.is_err(), "a chain that does not reach the group's root registers");
+    let _ = std::fs::remove_dir_all(&dir);
 }
