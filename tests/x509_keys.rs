@@ -24,8 +24,10 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("the openssl CLI runs");
+/// Runs `openssl` with `command_line` split at spaces (no argument here has one).
+fn openssl(dir: &Path, command_line: &str) {
+    let args: Vec<&str> = command_line.split_whitespace().collect();
+    let out = Command::new("openssl").args(&args).current_dir(dir).output().expect("the openssl CLI runs");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -42,7 +44,13 @@ async fn self_signed_device(env: &common::Env, device_id: &str, cert_file: &Path
     assert_eq!(status, 200, "{answer}");
 }
 
-fn x509_client(env: &common::Env, device_id: &str, cert: &Path, key: &Path, pass: Option<&str>) -> ironhub::Result<Client> {
+fn x509_client(
+    env: &common::Env,
+    device_id: &str,
+    cert: &Path,
+    key: &Path,
+    pass: Option<&str>,
+) -> ironhub::Result<Client> {
     Client::create_from_x509_certificate(
         X509::new(cert, key, pass.map(str::to_owned)),
         "localhost",
@@ -61,31 +69,41 @@ impl Keys {
     fn generate(dir: PathBuf) -> Keys {
         let pass = format!("pass:{PASS}");
         // PKCS#8 ENCRYPTED PRIVATE KEY, RSA (OpenSSL 3: PBES2, PBKDF2-HMAC-SHA256, DES-EDE3-CBC).
-        openssl(&dir, &["req", "-x509", "-newkey", "rsa:2048", "-keyout", "rsa_pkcs8.pem", "-passout", &pass,
-            "-out", "rsa.crt", "-subj", "/CN=keys", "-days", "2"]);
+        openssl(
+            &dir,
+            &format!(
+                "req -x509 -newkey rsa:2048 -keyout rsa_pkcs8.pem -passout {pass} -out rsa.crt -subj /CN=keys -days 2"
+            ),
+        );
         // PKCS#8 ENCRYPTED PRIVATE KEY, EC P-256 with AES-256-CBC.
-        openssl(&dir, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-aes256", "-pass", &pass,
-            "-out", "ec_pkcs8.pem"]);
-        openssl(&dir, &["req", "-x509", "-new", "-key", "ec_pkcs8.pem", "-passin", &pass, "-out", "ec.crt", "-subj",
-            "/CN=keys", "-days", "2"]);
+        openssl(
+            &dir,
+            &format!("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -aes256 -pass {pass} -out ec_pkcs8.pem"),
+        );
+        openssl(&dir, &format!("req -x509 -new -key ec_pkcs8.pem -passin {pass} -out ec.crt -subj /CN=keys -days 2"));
         // PKCS#8 with AES-128-CBC and PBKDF2-HMAC-SHA1.
-        openssl(&dir, &["pkcs8", "-topk8", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-v2", "aes128", "-v2prf",
-            "hmacWithSHA1", "-passout", &pass, "-out", "rsa_pkcs8_sha1.pem"]);
+        let topk8 = format!("pkcs8 -topk8 -in rsa_pkcs8.pem -passin {pass} -passout {pass}");
+        openssl(&dir, &format!("{topk8} -v2 aes128 -v2prf hmacWithSHA1 -out rsa_pkcs8_sha1.pem"));
         // PKCS#8 with scrypt as the key derivation.
-        openssl(&dir, &["pkcs8", "-topk8", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-scrypt", "-passout", &pass,
-            "-out", "rsa_pkcs8_scrypt.pem"]);
+        openssl(&dir, &format!("{topk8} -scrypt -out rsa_pkcs8_scrypt.pem"));
         // PKCS#8 with a PKCS#12 PBES1 scheme, which is not supported: a clear error.
-        openssl(&dir, &["pkcs8", "-topk8", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-v1", "PBE-SHA1-3DES", "-passout",
-            &pass, "-out", "rsa_pkcs8_pbes1.pem"]);
+        openssl(&dir, &format!("{topk8} -v1 PBE-SHA1-3DES -out rsa_pkcs8_pbes1.pem"));
         // Legacy OpenSSL PEM: Proc-Type: 4,ENCRYPTED + DEK-Info.
-        for (cipher, out) in [("-aes128", "rsa_legacy_aes128.pem"), ("-aes256", "rsa_legacy_aes256.pem"), ("-des3", "rsa_legacy_des3.pem")] {
-            openssl(&dir, &["rsa", "-in", "rsa_pkcs8.pem", "-passin", &pass, cipher, "-traditional", "-passout", &pass, "-out", out]);
+        for (cipher, out) in [
+            ("-aes128", "rsa_legacy_aes128.pem"),
+            ("-aes256", "rsa_legacy_aes256.pem"),
+            ("-des3", "rsa_legacy_des3.pem"),
+        ] {
+            openssl(
+                &dir,
+                &format!("rsa -in rsa_pkcs8.pem -passin {pass} {cipher} -traditional -passout {pass} -out {out}"),
+            );
         }
-        openssl(&dir, &["ec", "-in", "ec_pkcs8.pem", "-passin", &pass, "-des3", "-passout", &pass, "-out", "ec_legacy_des3.pem"]);
-        openssl(&dir, &["ec", "-in", "ec_pkcs8.pem", "-passin", &pass, "-aes192", "-passout", &pass, "-out", "ec_legacy_aes192.pem"]);
+        openssl(&dir, &format!("ec -in ec_pkcs8.pem -passin {pass} -des3 -passout {pass} -out ec_legacy_des3.pem"));
+        openssl(&dir, &format!("ec -in ec_pkcs8.pem -passin {pass} -aes192 -passout {pass} -out ec_legacy_aes192.pem"));
         // Unencrypted PKCS#1 and SEC1 still load without a pass phrase.
-        openssl(&dir, &["rsa", "-in", "rsa_pkcs8.pem", "-passin", &pass, "-traditional", "-out", "rsa_plain.pem"]);
-        openssl(&dir, &["ec", "-in", "ec_pkcs8.pem", "-passin", &pass, "-out", "ec_plain.pem"]);
+        openssl(&dir, &format!("rsa -in rsa_pkcs8.pem -passin {pass} -traditional -out rsa_plain.pem"));
+        openssl(&dir, &format!("ec -in ec_pkcs8.pem -passin {pass} -out ec_plain.pem"));
         Keys { dir }
     }
 
@@ -95,7 +113,14 @@ impl Keys {
 
     /// (key file, certificate file, whether the key is encrypted)
     fn cases(&self) -> Vec<(PathBuf, PathBuf, bool)> {
-        let rsa = ["rsa_pkcs8.pem", "rsa_pkcs8_sha1.pem", "rsa_pkcs8_scrypt.pem", "rsa_legacy_aes128.pem", "rsa_legacy_aes256.pem", "rsa_legacy_des3.pem"];
+        let rsa = [
+            "rsa_pkcs8.pem",
+            "rsa_pkcs8_sha1.pem",
+            "rsa_pkcs8_scrypt.pem",
+            "rsa_legacy_aes128.pem",
+            "rsa_legacy_aes256.pem",
+            "rsa_legacy_des3.pem",
+        ];
         let ec = ["ec_pkcs8.pem", "ec_legacy_des3.pem", "ec_legacy_aes192.pem"];
         let mut cases: Vec<_> = rsa.iter().map(|k| (self.path(k), self.path("rsa.crt"), true)).collect();
         cases.extend(ec.iter().map(|k| (self.path(k), self.path("ec.crt"), true)));
@@ -113,7 +138,8 @@ async fn encrypted_keys_connect() {
         let device_id = format!("keydev{i}");
         self_signed_device(&env, &device_id, &cert).await;
         let pass = encrypted.then_some(PASS);
-        let client = x509_client(&env, &device_id, &cert, &key, pass).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+        let client =
+            x509_client(&env, &device_id, &cert, &key, pass).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
         client.send_message(&Message::new(format!("signed with {}", key.display()))).await.expect("send");
         assert_eq!(env.wait_events(&device_id, 1).await.len(), 1, "{}", key.display());
         client.shutdown().await.unwrap();
@@ -129,8 +155,12 @@ async fn wrong_missing_or_corrupted_keys_are_clear_errors() {
     for (key, cert, encrypted) in keys.cases().into_iter().filter(|c| c.2) {
         assert!(encrypted);
         let name = key.file_name().unwrap().to_str().unwrap().to_owned();
-        for (pass, expected) in [(Some(wrong), "wrong pass phrase"), (None, "no pass phrase"), (Some(""), "no pass phrase")] {
-            let err = x509_client(&env, "nobody", &cert, &key, pass).err().unwrap_or_else(|| panic!("{name} {pass:?} loaded"));
+        for (pass, expected) in
+            [(Some(wrong), "wrong pass phrase"), (None, "no pass phrase"), (Some(""), "no pass phrase")]
+        {
+            let err = x509_client(&env, "nobody", &cert, &key, pass)
+                .err()
+                .unwrap_or_else(|| panic!("{name} {pass:?} loaded"));
             let text = err.to_string();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{text}");
             assert!(text.contains(&name) && text.contains(expected), "{name} {pass:?}: {text}");
@@ -145,13 +175,20 @@ async fn wrong_missing_or_corrupted_keys_are_clear_errors() {
         lines[middle] = lines[middle].chars().rev().collect();
         let damaged = keys.path(&format!("damaged_{name}"));
         std::fs::write(&damaged, lines.join("\n")).unwrap();
-        let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &damaged, Some(PASS)).err().unwrap_or_else(|| panic!("damaged {name} loaded"));
+        let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &damaged, Some(PASS))
+            .err()
+            .unwrap_or_else(|| panic!("damaged {name} loaded"));
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
         assert!(err.to_string().contains("damaged_"), "{err}");
         assert!(!err.to_string().contains(PASS), "{err}");
     }
-    let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &keys.path("rsa_pkcs8_pbes1.pem"), Some(PASS)).err().unwrap();
-    assert!(err.to_string().contains("rsa_pkcs8_pbes1.pem") && err.to_string().contains("unsupported encryption"), "{err}");
+    let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &keys.path("rsa_pkcs8_pbes1.pem"), Some(PASS))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("rsa_pkcs8_pbes1.pem") && err.to_string().contains("unsupported encryption"),
+        "{err}"
+    );
     // A key that does not match the certificate.
     let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &keys.path("ec_pkcs8.pem"), Some(PASS)).err().unwrap();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -199,8 +236,8 @@ impl Ca {
         std::fs::write(&cert_file, pem).unwrap();
         std::fs::write(&plain_key, key.serialize_pem()).unwrap();
         let pass = format!("pass:{PASS}");
-        openssl(dir, &["pkcs8", "-topk8", "-in", plain_key.to_str().unwrap(), "-v2", "aes256", "-passout", &pass, "-out",
-            key_file.to_str().unwrap()]);
+        let (plain, encrypted) = (plain_key.display(), key_file.display());
+        openssl(dir, &format!("pkcs8 -topk8 -in {plain} -v2 aes256 -passout {pass} -out {encrypted}"));
         (cert_file, key_file)
     }
 }
@@ -260,7 +297,11 @@ async fn ca_signed_devices_with_an_intermediate() {
     assert_eq!(current["properties"]["subject"], "CN=someone else's root");
     let (status, _) = env
         .service
-        .request("PUT", "/certificates/unverified-root", Some(&json!({"properties": {"certificate": stranger_root.cert.pem(), "isVerified": true}})))
+        .request(
+            "PUT",
+            "/certificates/unverified-root",
+            Some(&json!({"properties": {"certificate": stranger_root.cert.pem(), "isVerified": true}})),
+        )
         .await
         .unwrap();
     assert_eq!(status, 412, "an update without If-Match is refused");
@@ -272,7 +313,9 @@ async fn ca_signed_devices_with_an_intermediate() {
 /// message naming the file and never the pass phrase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_keys_through_the_c_abi() {
-    use ironhub::ffi::client::{ironhub_client_connect, ironhub_client_create_from_x509_certificate, ironhub_client_free};
+    use ironhub::ffi::client::{
+        ironhub_client_connect, ironhub_client_create_from_x509_certificate, ironhub_client_free,
+    };
     use ironhub::ffi::options::{
         ironhub_options_free, ironhub_options_new, ironhub_options_set_connection_retry, ironhub_options_set_mqtt_port,
         ironhub_options_set_server_verification_cert,
@@ -285,7 +328,8 @@ async fn encrypted_keys_through_the_c_abi() {
     self_signed_device(&env, "capidev", &keys.path("rsa.crt")).await;
     let (ca_pem, mqtt_port) = (CString::new(env.emu.ca_pem()).unwrap(), env.emu.mqtt_port());
     let c = |s: &str| CString::new(s).unwrap();
-    let (cert, key) = (c(keys.path("rsa.crt").to_str().unwrap()), c(keys.path("rsa_legacy_aes256.pem").to_str().unwrap()));
+    let (cert, key) =
+        (c(keys.path("rsa.crt").to_str().unwrap()), c(keys.path("rsa_legacy_aes256.pem").to_str().unwrap()));
     let (host, device) = (c("localhost"), c("capidev"));
     tokio::task::spawn_blocking(move || {
         let opts = ironhub_options_new();
@@ -342,8 +386,12 @@ async fn x509_devices_upload_files() {
     let env = common::start().await;
     let keys = Keys::generate(temp_dir("upload"));
     self_signed_device(&env, "upload-self", &keys.path("ec.crt")).await;
-    let client = x509_client(&env, "upload-self", &keys.path("ec.crt"), &keys.path("ec_legacy_des3.pem"), Some(PASS)).unwrap();
-    let info = client.upload_blob_from_bytes("x509.bin", &b"uploaded with a certificate"[..], Default::default()).await.expect("upload");
+    let client =
+        x509_client(&env, "upload-self", &keys.path("ec.crt"), &keys.path("ec_legacy_des3.pem"), Some(PASS)).unwrap();
+    let info = client
+        .upload_blob_from_bytes("x509.bin", &b"uploaded with a certificate"[..], Default::default())
+        .await
+        .expect("upload");
     assert_eq!(env.emu.files().blob(&info.blob_name).unwrap(), &b"uploaded with a certificate"[..]);
     let notes = env.emu.files().notifications(Some("upload-self"));
     assert_eq!(notes.len(), 1, "{notes:?}");
@@ -361,7 +409,8 @@ async fn x509_devices_upload_files() {
     ca_client.notify_blob_upload_status(&storage.correlation_id, true, 200, "ok").await.expect("notification");
 
     // The self-signed certificate is not upload-ca's.
-    let stranger = x509_client(&env, "upload-ca", &keys.path("ec.crt"), &keys.path("ec_pkcs8.pem"), Some(PASS)).unwrap();
+    let stranger =
+        x509_client(&env, "upload-ca", &keys.path("ec.crt"), &keys.path("ec_pkcs8.pem"), Some(PASS)).unwrap();
     let err = stranger.get_storage_info_for_blob("nope.txt").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Credential, "{err}");
     let _ = std::fs::remove_dir_all(&keys.dir);
@@ -378,12 +427,19 @@ async fn provisioning_with_a_chain_and_an_encrypted_key() {
     let dir = temp_dir("dps");
     let root = Ca::new("dps root", None);
     let intermediate = Ca::new("dps intermediate", Some(&root));
-    let group = json!({"attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": root.cert.pem()}}}}});
+    let signing = json!({"primary": {"certificate": root.cert.pem()}});
+    let group = json!({"attestation": {"type": "x509", "x509": {"signingCertificates": signing}}});
     env.emu.dps().put_enrollment(Kind::Group, "dps-chain-group", &group, None).unwrap();
     let (cert, key) = intermediate.issue(&dir, "dps-chained", false, &[&intermediate]);
     let x509 = X509::new(&cert, &key, Some(PASS.to_owned()));
-    let dps = ProvisioningClient::create_from_x509_certificate(env.emu.hostname(), "dps-chained", &env.emu.id_scope(), x509.clone(), env.options())
-        .unwrap();
+    let dps = ProvisioningClient::create_from_x509_certificate(
+        env.emu.hostname(),
+        "dps-chained",
+        &env.emu.id_scope(),
+        x509.clone(),
+        env.options(),
+    )
+    .unwrap();
     let result = dps.register().await.expect("registration through the group");
     assert_eq!(result.assignment().unwrap().1, "dps-chained");
     let device = result.device_client_from_x509_certificate(x509, env.options()).unwrap();

@@ -102,9 +102,7 @@ fn decrypt_pkcs8(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<
     let plain = info.decrypt(pass_phrase).map_err(|e| match e {
         pkcs8::Error::EncryptedPrivateKey(
             pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. } | pkcs8::pkcs5::Error::NoPbes1CryptSupport,
-        ) => {
-            invalid(origin, "the private key uses an unsupported encryption (PBES2 is supported)")
-        }
+        ) => invalid(origin, "the private key uses an unsupported encryption (PBES2 is supported)"),
         _ => wrong_pass_phrase(origin),
     })?;
     // A wrong pass phrase may still unpad by chance; the result must be a key, not just DER.
@@ -131,7 +129,8 @@ fn evp_bytes_to_key(pass_phrase: &[u8], salt: &[u8], len: usize) -> Vec<u8> {
 
 /// Decrypts the body of a `Proc-Type: 4,ENCRYPTED` block whose `DEK-Info` is `CIPHER,HEXIV`.
 fn decrypt_legacy(body: &[u8], dek_info: &str, pass_phrase: Option<&str>, origin: &str) -> Result<Vec<u8>> {
-    let (cipher, iv_hex) = dek_info.split_once(',').ok_or_else(|| invalid(origin, "has a malformed DEK-Info header"))?;
+    let (cipher, iv_hex) =
+        dek_info.split_once(',').ok_or_else(|| invalid(origin, "has a malformed DEK-Info header"))?;
     let iv = decode_hex(iv_hex.trim()).ok_or_else(|| invalid(origin, "has a malformed DEK-Info IV"))?;
     let cipher = cipher.trim().to_ascii_uppercase();
     let (key_len, iv_len) = match cipher.as_str() {
@@ -207,7 +206,9 @@ mod tests {
 
     #[test]
     fn garbage_is_a_clear_error() {
-        for input in [&b"not a key"[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", b"\x30\x03abc"] {
+        for input in
+            [&b"not a key"[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", b"\x30\x03abc"]
+        {
             let err = load(input, Some("pw"), "k.pem").unwrap_err().to_string();
             assert!(err.contains("k.pem"), "{err}");
             assert!(!err.contains("pw"), "{err}");

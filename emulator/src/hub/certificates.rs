@@ -46,7 +46,8 @@ pub fn chain_ends_at(anchors: &[CertificateDer<'_>], chain: &[Vec<u8>]) -> bool 
     let Ok(verifier) = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build() else {
         return false;
     };
-    let intermediates: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let intermediates: Vec<CertificateDer<'_>> =
+        chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
     verifier.verify_client_cert(&CertificateDer::from(leaf.as_slice()), &intermediates, UnixTime::now()).is_ok()
 }
 
@@ -211,7 +212,10 @@ impl Certificates {
             Some(tag) if etag::if_match_allows(Some(tag), &existing.etag) => {}
             Some(_) => return Err(HubError::precondition_failed()),
             None => {
-                return Err(HubError::new(error::PRECONDITION_FAILED, "An If-Match header is required to delete a certificate"))
+                return Err(HubError::new(
+                    error::PRECONDITION_FAILED,
+                    "An If-Match header is required to delete a certificate",
+                ))
             }
         }
         self.registered.remove(name);
@@ -251,7 +255,10 @@ mod tests {
         certs.delete("root", Some("*")).unwrap();
         assert_eq!(certs.get("root").unwrap_err().code, error::NOT_FOUND);
         assert_eq!(certs.put("bad name", &body, None).unwrap_err().code, error::ARGUMENT_INVALID);
-        assert_eq!(certs.put("x", &json!({"properties": {"certificate": "nope"}}), None).unwrap_err().code, error::ARGUMENT_INVALID);
+        assert_eq!(
+            certs.put("x", &json!({"properties": {"certificate": "nope"}}), None).unwrap_err().code,
+            error::ARGUMENT_INVALID
+        );
     }
 
     #[test]
