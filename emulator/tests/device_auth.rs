@@ -146,6 +146,24 @@ async fn certificates_api_trusts_registered_roots() {
     assert_eq!(emu.hub().authenticate_x509(&chained, &chain), Ok(()));
     assert_eq!(emu.hub().authenticate_x509(&chained, &chain[..1]), Err(ConnectRefusal::NotAuthorized), "intermediate missing");
 
+    // Proof of possession over HTTPS: a verification code, then a certificate with that CN signed by the CA.
+    let (pop, pop_key) = ca("proof of possession root");
+    let created = api.put("/certificates/pop", json!({"properties": {"certificate": pop.pem()}})).await;
+    let generate = "/certificates/pop/generateVerificationCode";
+    let coded = api.call(Method::POST, generate, Some(json!({})), &[("If-Match", created.etag.as_deref().unwrap())]).await;
+    assert_eq!(coded.status, reqwest::StatusCode::OK, "{:?}", coded.body);
+    let code = coded.body["properties"]["verificationCode"].as_str().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, code);
+    let proof_pem = params.signed_by(&key, &pop, &pop_key).unwrap().pem();
+    let verify = "/certificates/pop/verify";
+    let verified = api.call(Method::POST, verify, Some(json!({"certificate": proof_pem})), &[("If-Match", "*")]).await;
+    assert_eq!(verified.status, reqwest::StatusCode::OK, "{:?}", verified.body);
+    assert_eq!(verified.body["properties"]["isVerified"], true);
+    let tag = verified.etag.unwrap();
+    assert_eq!(api.call(Method::DELETE, "/certificates/pop", None, &[("If-Match", &tag)]).await.status, reqwest::StatusCode::NO_CONTENT);
+
     assert_eq!(api.get("/certificates").await.body["value"].as_array().unwrap().len(), 1);
     assert_eq!(api.get("/certificates/nope").await.status, reqwest::StatusCode::NOT_FOUND);
     let bad = api.put("/certificates/bad", json!({"properties": {"certificate": "not a certificate"}})).await;

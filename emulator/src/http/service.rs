@@ -40,6 +40,7 @@ pub async fn route(ctx: &Context, req: &ApiRequest) -> Option<Result<Reply, HubE
         ["twins", id, "modules", mid, "methods"] => invoke_method(ctx, req, Identity::module(*id, *mid)).await,
         ["certificates"] => certificates(ctx, req),
         ["certificates", name] => certificate(ctx, req, name),
+        ["certificates", name, action] if req.method == Method::POST => certificate_action(ctx, req, name, action),
         ["statistics", "devices"] => statistics(ctx, req, &[RegistryRead], |h| h.statistics_devices()),
         ["statistics", "service"] => statistics(ctx, req, &[ServiceConnect, RegistryRead], |h| h.statistics_service()),
         _ => return None,
@@ -147,6 +148,17 @@ fn certificate(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, Hub
         }
         _ => Err(method_not_allowed(req)),
     }
+}
+
+/// `POST /certificates/{name}/generateVerificationCode` and `/verify`: IoT Hub's proof of possession.
+fn certificate_action(ctx: &Context, req: &ApiRequest, name: &str, action: &str) -> Result<Reply, HubError> {
+    authorize(ctx, req, &[RegistryWrite])?;
+    let description = match action {
+        "generateVerificationCode" => ctx.hub.generate_certificate_verification_code(name, req.if_match())?,
+        "verify" => ctx.hub.verify_certificate(name, req.if_match(), &req.json()?)?,
+        _ => return Err(HubError::new(error::NOT_FOUND, format!("No certificate operation '{action}'"))),
+    };
+    Ok(response::ok_with_etag(&description))
 }
 
 fn modules(ctx: &Context, req: &ApiRequest, id: &str) -> Result<Reply, HubError> {

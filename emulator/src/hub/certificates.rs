@@ -3,7 +3,9 @@
 //! Trust comes from two places: the roots given at start (`--ca-cert`) and the certificates
 //! registered at runtime through `/certificates/{name}`, as IoT Hub's certificate API has them
 //! (PEM or base64 DER in `properties.certificate`, `isVerified`, ETags; only a verified certificate
-//! authenticates devices). `chain_ends_at` is shared with DPS's X.509 group enrollments.
+//! authenticates devices). A certificate is verified at upload (`isVerified: true`) or by proof of
+//! possession: `generateVerificationCode`, then `verify` with a certificate whose CN is that code,
+//! signed by the registered one. `chain_ends_at` is shared with DPS's X.509 group enrollments.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +63,9 @@ struct Registered {
     etag: String,
     created: String,
     updated: String,
+    /// The nonce of a proof of possession in progress.
+    #[serde(default)]
+    verification_code: Option<String>,
 }
 
 impl Registered {
@@ -82,7 +87,7 @@ impl Registered {
             Err(_) => (String::new(), String::new()),
         };
         let pem = pem_of(&der);
-        json!({
+        let mut description = json!({
             "id": format!("/certificates/{}", self.name),
             "name": self.name,
             "etag": self.etag,
@@ -96,7 +101,11 @@ impl Registered {
                 "updated": self.updated,
                 "certificate": pem,
             },
-        })
+        });
+        if let Some(code) = &self.verification_code {
+            description["properties"]["verificationCode"] = json!(code);
+        }
+        description
     }
 }
 
@@ -199,28 +208,80 @@ impl Certificates {
             etag: etag::registry_etag(self.revision),
             created,
             updated: now,
+            verification_code: None,
         };
         let description = entry.to_json();
         self.registered.insert(name.to_owned(), entry);
         Ok(description)
     }
 
-    /// Deletes a certificate; `If-Match` (its ETag or `*`) is required, as IoT Hub requires it.
-    pub fn delete(&mut self, name: &str, if_match: Option<&str>) -> Result<(), HubError> {
-        let existing = self.registered.get(name).ok_or_else(|| not_found(name))?;
+    /// An existing certificate whose ETag `if_match` names (or `*`): IoT Hub requires `If-Match`
+    /// on every operation that changes or removes a certificate.
+    fn matching(&mut self, name: &str, if_match: Option<&str>, operation: &str) -> Result<&mut Registered, HubError> {
+        let existing = self.registered.get_mut(name).ok_or_else(|| not_found(name))?;
         match if_match {
-            Some(tag) if etag::if_match_allows(Some(tag), &existing.etag) => {}
-            Some(_) => return Err(HubError::precondition_failed()),
-            None => {
-                return Err(HubError::new(
-                    error::PRECONDITION_FAILED,
-                    "An If-Match header is required to delete a certificate",
-                ))
-            }
+            Some(tag) if etag::if_match_allows(Some(tag), &existing.etag) => Ok(existing),
+            Some(_) => Err(HubError::precondition_failed()),
+            None => Err(HubError::new(
+                error::PRECONDITION_FAILED,
+                format!("An If-Match header is required to {operation} a certificate"),
+            )),
         }
+    }
+
+    /// Gives `entry` the next ETag and a new update time after a change.
+    fn touched(revision: &mut u64, entry: &mut Registered) {
+        *revision += 1;
+        entry.etag = etag::registry_etag(*revision);
+        entry.updated = super::now_iso();
+    }
+
+    /// Deletes a certificate (`If-Match` required).
+    pub fn delete(&mut self, name: &str, if_match: Option<&str>) -> Result<(), HubError> {
+        self.matching(name, if_match, "delete")?;
         self.registered.remove(name);
         self.revision += 1;
         Ok(())
+    }
+
+    /// `POST /certificates/{name}/generateVerificationCode`: a nonce to prove possession of the
+    /// certificate's key with (`If-Match` required).
+    pub fn generate_verification_code(&mut self, name: &str, if_match: Option<&str>) -> Result<Value, HubError> {
+        let code: String = rand::random::<[u8; 24]>().iter().map(|b| format!("{b:02X}")).collect();
+        let mut revision = self.revision;
+        let entry = self.matching(name, if_match, "generate a verification code for")?;
+        entry.verification_code = Some(code);
+        Self::touched(&mut revision, entry);
+        let description = entry.to_json();
+        self.revision = revision;
+        Ok(description)
+    }
+
+    /// `POST /certificates/{name}/verify` `{"certificate": PEM}`: a certificate whose CN is the
+    /// verification code, signed by the registered certificate, marks it verified.
+    pub fn verify(&mut self, name: &str, if_match: Option<&str>, body: &Value) -> Result<Value, HubError> {
+        let text = body
+            .get("certificate")
+            .and_then(Value::as_str)
+            .ok_or_else(|| HubError::invalid("certificate (PEM or base64 DER) is required"))?;
+        let proof = certificate_der(text).ok_or_else(|| HubError::invalid("certificate is not an X.509 certificate"))?;
+        let mut revision = self.revision;
+        let entry = self.matching(name, if_match, "verify")?;
+        let code = entry.verification_code.clone().ok_or_else(|| {
+            HubError::invalid(format!("Certificate '{name}' has no verification code: generate one first"))
+        })?;
+        if super::auth::common_name(&proof).as_deref() != Some(code.as_str()) {
+            return Err(HubError::invalid("The verification certificate's CN is not the verification code"));
+        }
+        if !chain_ends_at(&[CertificateDer::from(entry.der())], &[proof]) {
+            return Err(HubError::invalid("The verification certificate is not signed by this certificate, or expired"));
+        }
+        entry.is_verified = true;
+        entry.verification_code = None;
+        Self::touched(&mut revision, entry);
+        let description = entry.to_json();
+        self.revision = revision;
+        Ok(description)
     }
 }
 
@@ -259,6 +320,38 @@ mod tests {
             certs.put("x", &json!({"properties": {"certificate": "nope"}}), None).unwrap_err().code,
             error::ARGUMENT_INVALID
         );
+    }
+
+    fn signed_by(cn: &str, issuer: &rcgen::Certificate, issuer_key: &rcgen::KeyPair) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.signed_by(&key, issuer, issuer_key).unwrap().pem()
+    }
+
+    #[test]
+    fn proof_of_possession_verifies() {
+        let (root, root_key) = ca("root");
+        let (other, other_key) = ca("other");
+        let mut certs = Certificates::default();
+        let created = certs.put("root", &json!({"properties": {"certificate": root.pem()}}), None).unwrap();
+        assert_eq!(created["properties"]["isVerified"], false);
+        let tag = created["etag"].as_str().unwrap().to_owned();
+        let early = certs.verify("root", Some("*"), &json!({"certificate": signed_by("x", &root, &root_key)}));
+        assert_eq!(early.unwrap_err().code, error::ARGUMENT_INVALID, "no code generated yet");
+        assert_eq!(certs.generate_verification_code("root", None).unwrap_err().code, error::PRECONDITION_FAILED);
+        let with_code = certs.generate_verification_code("root", Some(&tag)).unwrap();
+        let code = with_code["properties"]["verificationCode"].as_str().unwrap().to_owned();
+        let tag = with_code["etag"].as_str().unwrap().to_owned();
+        for wrong in [signed_by("not the code", &root, &root_key), signed_by(&code, &other, &other_key)] {
+            let err = certs.verify("root", Some(&tag), &json!({"certificate": wrong})).unwrap_err();
+            assert_eq!(err.code, error::ARGUMENT_INVALID, "{}", err.message);
+        }
+        assert!(certs.trust_anchors().is_empty());
+        let verified = certs.verify("root", Some(&tag), &json!({"certificate": signed_by(&code, &root, &root_key)})).unwrap();
+        assert_eq!(verified["properties"]["isVerified"], true);
+        assert!(verified["properties"].get("verificationCode").is_none());
+        assert_eq!(certs.trust_anchors().len(), 1);
     }
 
     #[test]

@@ -433,6 +433,20 @@ impl Hub {
         Ok(description)
     }
 
+    pub fn generate_certificate_verification_code(&self, name: &str, if_match: Option<&str>) -> Result<Value, HubError> {
+        let mut certs = self.lock_certificates();
+        let description = certs.generate_verification_code(name, if_match)?;
+        self.persist_certificates(&certs);
+        Ok(description)
+    }
+
+    pub fn verify_certificate(&self, name: &str, if_match: Option<&str>, body: &Value) -> Result<Value, HubError> {
+        let mut certs = self.lock_certificates();
+        let description = certs.verify(name, if_match, body)?;
+        self.persist_certificates(&certs);
+        Ok(description)
+    }
+
     pub fn delete_certificate(&self, name: &str, if_match: Option<&str>) -> Result<(), HubError> {
         let mut certs = self.lock_certificates();
         certs.delete(name, if_match)?;
