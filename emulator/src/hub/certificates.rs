@@ -264,7 +264,8 @@ impl Certificates {
             .get("certificate")
             .and_then(Value::as_str)
             .ok_or_else(|| HubError::invalid("certificate (PEM or base64 DER) is required"))?;
-        let proof = certificate_der(text).ok_or_else(|| HubError::invalid("certificate is not an X.509 certificate"))?;
+        let proof =
+            certificate_der(text).ok_or_else(|| HubError::invalid("certificate is not an X.509 certificate"))?;
         let mut revision = self.revision;
         let entry = self.matching(name, if_match, "verify")?;
         let code = entry.verification_code.clone().ok_or_else(|| {
@@ -274,7 +275,9 @@ impl Certificates {
             return Err(HubError::invalid("The verification certificate's CN is not the verification code"));
         }
         if !chain_ends_at(&[CertificateDer::from(entry.der())], &[proof]) {
-            return Err(HubError::invalid("The verification certificate is not signed by this certificate, or expired"));
+            return Err(HubError::invalid(
+                "The verification certificate is not signed by this certificate, or expired",
+            ));
         }
         entry.is_verified = true;
         entry.verification_code = None;
@@ -348,7 +351,8 @@ mod tests {
             assert_eq!(err.code, error::ARGUMENT_INVALID, "{}", err.message);
         }
         assert!(certs.trust_anchors().is_empty());
-        let verified = certs.verify("root", Some(&tag), &json!({"certificate": signed_by(&code, &root, &root_key)})).unwrap();
+        let verified =
+            certs.verify("root", Some(&tag), &json!({"certificate": signed_by(&code, &root, &root_key)})).unwrap();
         assert_eq!(verified["properties"]["isVerified"], true);
         assert!(verified["properties"].get("verificationCode").is_none());
         assert_eq!(certs.trust_anchors().len(), 1);
