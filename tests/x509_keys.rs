@@ -189,6 +189,14 @@ async fn wrong_missing_or_corrupted_keys_are_clear_errors() {
         err.to_string().contains("rsa_pkcs8_pbes1.pem") && err.to_string().contains("unsupported encryption"),
         "{err}"
     );
+    // A curve rustls cannot sign with: the error says so instead of blaming the pass phrase alone.
+    let pass = format!("pass:{PASS}");
+    openssl(
+        &keys.dir,
+        &format!("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-521 -aes256 -pass {pass} -out p521.pem"),
+    );
+    let err = x509_client(&env, "nobody", &keys.path("ec.crt"), &keys.path("p521.pem"), Some(PASS)).err().unwrap();
+    assert!(err.to_string().contains("p521.pem") && err.to_string().contains("key type"), "{err}");
     // A key that does not match the certificate.
     let err = x509_client(&env, "nobody", &keys.path("rsa.crt"), &keys.path("ec_pkcs8.pem"), Some(PASS)).err().unwrap();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");

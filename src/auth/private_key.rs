@@ -30,11 +30,14 @@ pub fn load(pem: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<Priva
     // CBC has no integrity check: a damaged body may decrypt into well-formed DER holding a broken
     // key. Parsing it as a signing key here names the file instead of failing later in rustls.
     if rustls::crypto::ring::sign::any_supported_type(&key).is_err() {
-        return Err(if encrypted {
-            wrong_pass_phrase(origin)
+        let why = if encrypted {
+            "cannot use the decrypted private key: wrong pass phrase, a damaged file, or a key type TLS \
+             cannot sign with (RSA, ECDSA P-256/P-384 and Ed25519 can)"
         } else {
-            invalid(origin, "holds a private key that is damaged or not an RSA, ECDSA or EdDSA key")
-        });
+            "holds a private key that is damaged or of a type TLS cannot sign with (RSA, ECDSA P-256/P-384 \
+             and Ed25519 can)"
+        };
+        return Err(invalid(origin, why));
     }
     Ok(key)
 }
