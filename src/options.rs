@@ -193,11 +193,9 @@ impl ClientOptions {
             }
         }
         if let Some(p) = &self.proxy_options {
-            if p.proxy_addr.trim().is_empty() || p.proxy_port == 0 {
-                return Err(Error::invalid("proxy_options needs an address and a non-zero port"));
-            }
+            crate::validate::proxy_options(p)?;
         }
-        crate::transport::tls::parse_cipher_list(&self.cipher)?;
+        crate::validate::cipher(&self.cipher)?;
         Ok(())
     }
 

@@ -96,7 +96,7 @@ impl ServiceClient {
             return Err(Error::invalid("a service connection string needs SharedAccessKeyName and SharedAccessKey"));
         };
         ironhub_protocol::sas::decode_key(&key)?;
-        let http = http::https_client(options.ca_pem.as_deref(), options.timeout)?;
+        let http = http::https_client(options.ca_pem.as_deref(), "", None, options.timeout)?;
         Ok(ServiceClient { host: cs.host_name, key, policy, http, timeout: options.timeout, token: Mutex::new(None) })
     }
 

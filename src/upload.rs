@@ -99,15 +99,14 @@ impl Client {
     }
 
     /// An HTTPS client with this client's TLS configuration (trust roots, cipher list, and its
-    /// certificate for X.509 identities).
+    /// certificate for X.509 identities) and its `proxy_options`.
     fn upload_http(&self) -> Result<reqwest::Client> {
-        let mut tls = (*self.session().tls_config()).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(self.options().operation_timeout)
-            .build()
-            .map_err(|e| Error::Client(format!("cannot build the HTTPS client: {e}")))
+        let options = self.options();
+        crate::transport::http::https_client_with_tls(
+            (*self.session().tls_config()).clone(),
+            options.proxy_options.as_ref(),
+            options.operation_timeout,
+        )
     }
 
     /// POSTs `body` to `/devices/{id}/files{suffix}` on the hub, with the device's credentials.

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::options::{ClientOptions, ProxyType};
+use crate::options::{ClientOptions, ProxyOptions, ProxyType};
 
 /// `Message.expiry_time_utc` must be an RFC 3339 (ISO 8601 with offset) timestamp, e.g.
 /// `2030-01-01T00:00:00Z`: IoT Hub drops a message whose `$.exp` it cannot parse.
@@ -39,6 +39,21 @@ pub fn proxy_type(value: &str) -> Result<ProxyType> {
     ProxyType::parse(value)
 }
 
+/// A proxy needs an address and a port. (A password without a user name is accepted and unused,
+/// as azure-iot-device's PySocks does: HTTP Basic and SOCKS5 authentication need the pair.)
+pub fn proxy_options(p: &ProxyOptions) -> Result<()> {
+    if p.proxy_addr.trim().is_empty() || p.proxy_port == 0 {
+        return Err(Error::invalid("proxy_options needs an address and a non-zero port"));
+    }
+    Ok(())
+}
+
+/// The `cipher` option: OpenSSL (or IANA) suite names that rustls with ring offers; an unknown or
+/// unsupported name is refused naming it (the list decides the TLS versions too: `tls`).
+pub fn cipher(value: &str) -> Result<()> {
+    crate::transport::tls::parse_cipher_list(value).map(|_| ())
+}
+
 /// `sastoken_ttl` applies only to tokens the client signs itself, so a client authenticated by
 /// an X.509 certificate (or by a user-supplied token) refuses it instead of ignoring it.
 pub fn sastoken_ttl_refused(options: &ClientOptions, credential: &str) -> Result<()> {
@@ -59,6 +74,10 @@ mod tests {
         assert_eq!(expiry_time_utc("tomorrow").unwrap_err().kind(), InvalidArgument);
         assert_eq!(property_key("").unwrap_err().kind(), InvalidArgument);
         assert_eq!(proxy_type("socks5").unwrap(), ProxyType::Socks5);
+        assert!(cipher("ECDHE-ECDSA-AES128-GCM-SHA256:TLS_AES_128_GCM_SHA256").is_ok());
+        let e = cipher("ECDHE-ECDSA-AES128-GCM-SHA256:AES128-SHA").unwrap_err();
+        assert_eq!(e.kind(), InvalidArgument);
+        assert!(e.to_string().contains("\"AES128-SHA\""), "{e}");
         let opts = ClientOptions { sastoken_ttl: Some(60), ..Default::default() };
         assert_eq!(sastoken_ttl_refused(&opts, "X.509").unwrap_err().kind(), InvalidArgument);
         let mut m = Message::new("x");

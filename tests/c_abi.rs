@@ -302,6 +302,25 @@ fn c_provisioning_and_upload_asan() {
     check_program("test_provisioning", &[&c_source("test_provisioning.c")], Flavor::Asan);
 }
 
+#[path = "common/real_proxies.rs"]
+#[allow(dead_code)]
+mod real_proxies;
+
+/// `ironhub_options_set_proxy` through a real tinyproxy (Basic auth): the program sends through
+/// it and sees a wrong password refused; the proxy's log shows the tunnel to the MQTT port.
+#[test]
+fn c_proxy_plain() {
+    const PASSWORD: &str = "c-pr0xy-s3cret";
+    let proxy = real_proxies::RealProxy::tinyproxy(Some(("alice", PASSWORD)), None);
+    let exe = compile("test_proxy", &[&c_source("test_proxy.c")], Flavor::Plain);
+    let mut env = service::environment("proxy-plain");
+    env.push(("IRONHUB_TEST_PROXY_PORT".into(), proxy.port.to_string()));
+    env.push(("IRONHUB_TEST_PROXY_PASSWORD".into(), PASSWORD.into()));
+    run_program(&exe, &[], &env, Flavor::Plain);
+    let mqtt_port = env.iter().find(|(k, _)| k == "IRONHUB_TEST_MQTT_PORT").unwrap().1.parse().unwrap();
+    proxy.assert_tunnelled_to(mqtt_port);
+}
+
 #[test]
 fn validation_table_through_the_c_abi() {
     let text = std::fs::read_to_string(repo().join("tests/validation_cases.json")).unwrap();

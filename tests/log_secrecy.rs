@@ -79,3 +79,44 @@ async fn secrets_never_reach_logs_or_errors() {
     }
     let _ = Arc::new(());
 }
+
+/// The proxy password (and its Basic encoding) in no log line nor error, through real proxies on
+/// every path: the TCP tunnel under MQTT, MQTT itself, the HTTPS calls; accepted and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_passwords_never_reach_logs_or_errors() {
+    use common::real_proxies::RealProxy;
+    use ironhub::transport::proxy::connect_tcp;
+    const PASSWORD: &str = "pr0xy-pa55word";
+    const WRONG: &str = "not-the-pa55word";
+    let cap = capture();
+    let env = common::start().await;
+    let tiny = RealProxy::tinyproxy(Some(("alice", PASSWORD)), None);
+    let micro = RealProxy::microsocks("bob", PASSWORD);
+    let mut errors = Vec::new();
+    for options in [tiny.options(Some("alice"), Some(PASSWORD)), micro.options(Some("bob"), Some(PASSWORD))] {
+        let wrong = ironhub::ProxyOptions { proxy_password: Some(WRONG.into()), ..options.clone() };
+        connect_tcp("localhost", env.emu.mqtt_port(), Some(&options)).await.unwrap();
+        errors.push(connect_tcp("localhost", env.emu.mqtt_port(), Some(&wrong)).await.unwrap_err().to_string());
+        let cs = format!("{};GatewayHostName=localhost", env.edge_module("edgeDev", "caller"));
+        for o in [options, wrong] {
+            let caller = Client::create_from_connection_string(&cs, ClientOptions { proxy_options: Some(o), auto_connect: false, ..env.options() }).unwrap();
+            let params = json!({"methodName": "m", "responseTimeoutInSeconds": 2});
+            errors.push(caller.invoke_method(&params, "nobody", None).await.unwrap_err().to_string());
+            caller.shutdown().await.unwrap();
+        }
+    }
+    let http = ClientOptions { proxy_options: Some(tiny.options(Some("alice"), Some(PASSWORD))), ..env.options() };
+    let client = Client::create_from_connection_string(&env.device("viaProxy"), http).unwrap();
+    client.send_message(&Message::new("x")).await.unwrap();
+    client.shutdown().await.unwrap();
+
+    let lines = cap.0.lock().unwrap().clone();
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("alice:{PASSWORD}"));
+    let basic_wrong = base64::engine::general_purpose::STANDARD.encode(format!("alice:{WRONG}"));
+    for text in lines.iter().chain(errors.iter()) {
+        for secret in [PASSWORD, WRONG, basic.as_str(), basic_wrong.as_str()] {
+            assert!(!text.contains(secret), "proxy secret {secret:?} leaked in: {text}");
+        }
+    }
+}

@@ -68,6 +68,10 @@ fn apply(rule: &str, value: &str) -> ironhub::Result<()> {
             let opts = ClientOptions { keep_alive: value.parse().unwrap(), auto_connect: false, ..Default::default() };
             Client::create_from_connection_string(OFFLINE_CS, opts).map(|_| ())
         }
+        "cipher" => {
+            let opts = ClientOptions { cipher: value.to_string(), auto_connect: false, ..Default::default() };
+            Client::create_from_connection_string(OFFLINE_CS, opts).map(|_| ())
+        }
         other => panic!("unknown rule {other} in the table"),
     }
 }

@@ -320,6 +320,8 @@ func TestValidationTable(t *testing.T) {
 			err = o.SetProxy(tc.Value, "127.0.0.1", 3128, "", "")
 		case "keep_alive":
 			err = o.SetKeepAlive(uint32(n))
+		case "cipher":
+			err = o.SetCipher(tc.Value)
 		case "x509_sastoken_ttl":
 			must(t, o.SetSasTokenTTL(uint32(n)))
 			_, err = NewFromX509Certificate("/nonexistent/cert.pem", "/nonexistent/key.pem", "", "hub.example", "dev", "", o)

@@ -45,6 +45,8 @@ def apply(rule, value):
         IoTHubDeviceClient.create_from_sastoken("SharedAccessSignature sr=x", sastoken_ttl=int(value))
     elif rule == "keep_alive":
         IoTHubDeviceClient.create_from_connection_string(OFFLINE_CS, keep_alive=int(value), auto_connect=False).shutdown()
+    elif rule == "cipher":
+        IoTHubDeviceClient.create_from_connection_string(OFFLINE_CS, cipher=value, auto_connect=False).shutdown()
     else:
         raise AssertionError("unknown rule " + rule)
 

@@ -88,7 +88,13 @@ impl Session {
         if let Some(c) = &*h {
             return Ok(c.clone());
         }
-        let c = crate::transport::http::https_client(self.options.server_verification_cert.as_deref(), timeout.max(Duration::from_secs(60)))?;
+        // The Edge hub's HTTPS endpoint is reached like the MQTT link: same cipher list, same proxy.
+        let c = crate::transport::http::https_client(
+            self.options.server_verification_cert.as_deref(),
+            &self.options.cipher,
+            self.options.proxy_options.as_ref(),
+            timeout.max(Duration::from_secs(60)),
+        )?;
         *h = Some(c.clone());
         Ok(c)
     }

@@ -1,21 +1,61 @@
-//! HTTPS requests (reqwest over our rustls configuration): the Edge `invoke_method` call and the
-//! service client. Errors are mapped onto `Error` with the hub's error text, never a token.
+//! HTTPS requests (reqwest over our rustls configuration, so the `cipher` list and trust roots are
+//! the MQTT link's, and through the client's `proxy_options` when set): the Edge `invoke_method`
+//! call, file upload and the service client. Errors are mapped onto `Error` with the hub's error
+//! text, never a token or a proxy password.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::options::{ProxyOptions, ProxyType};
 
-/// A reqwest client that trusts `ca_pem` (or the web PKI) with the ring provider.
-pub fn https_client(ca_pem: Option<&str>, timeout: Duration) -> Result<reqwest::Client> {
-    let mut tls = (*super::tls::client_config(ca_pem, "", None)?).clone();
+/// A reqwest client that trusts `ca_pem` (or the web PKI), offers the `cipher` list (empty: the
+/// defaults) and goes through `proxy` when given.
+pub fn https_client(
+    ca_pem: Option<&str>,
+    cipher: &str,
+    proxy: Option<&ProxyOptions>,
+    timeout: Duration,
+) -> Result<reqwest::Client> {
+    https_client_with_tls((*super::tls::client_config(ca_pem, cipher, None)?).clone(), proxy, timeout)
+}
+
+/// As [`https_client`] over a TLS configuration of the caller's (file upload: the one of the
+/// client's MQTT link, with its X.509 identity).
+pub fn https_client_with_tls(
+    mut tls: rustls::ClientConfig,
+    proxy: Option<&ProxyOptions>,
+    timeout: Duration,
+) -> Result<reqwest::Client> {
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(timeout)
-        .build()
-        .map_err(|e| Error::Client(format!("cannot build the HTTPS client: {e}")))
+    let mut builder = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(timeout);
+    if let Some(p) = proxy {
+        builder = builder.proxy(reqwest_proxy(p)?);
+    }
+    builder.build().map_err(|e| Error::Client(format!("cannot build the HTTPS client: {e}")))
+}
+
+/// `proxy_options` as reqwest's proxy for every request: HTTP CONNECT (Basic auth), SOCKS4a or
+/// SOCKS5h (the proxy resolves the host name, as PySocks does for azure-iot-device).
+fn reqwest_proxy(p: &ProxyOptions) -> Result<reqwest::Proxy> {
+    let scheme = match p.proxy_type {
+        ProxyType::Http => "http",
+        ProxyType::Socks4 => "socks4a",
+        ProxyType::Socks5 => "socks5h",
+    };
+    let host = if p.proxy_addr.contains(':') && !p.proxy_addr.starts_with('[') {
+        format!("[{}]", p.proxy_addr)
+    } else {
+        p.proxy_addr.clone()
+    };
+    // The URL holds no credentials: a parse error message must not be able to show them.
+    let proxy = reqwest::Proxy::all(format!("{scheme}://{host}:{}", p.proxy_port))
+        .map_err(|e| Error::invalid(format!("proxy_options: unusable proxy address {:?}: {e}", p.proxy_addr)))?;
+    Ok(match p.proxy_username.as_deref().filter(|u| !u.is_empty()) {
+        Some(user) => proxy.basic_auth(user, p.proxy_password.as_deref().unwrap_or("")),
+        None => proxy,
+    })
 }
 
 /// Status and parsed JSON body (Null when empty or not JSON) of a finished request.
@@ -31,8 +71,9 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<HttpAnswer> {
         if e.is_timeout() {
             Error::OperationTimeout("HTTPS request timed out".into())
         } else {
-            // reqwest's Display includes the URL, which never carries a secret here.
-            Error::ConnectionFailed(format!("HTTPS request failed: {e}"))
+            // reqwest's Display includes the URL, which never carries a secret here; its causes
+            // name what failed (a proxy's refusal, a TLS alert), never the proxy's credentials.
+            Error::ConnectionFailed(format!("HTTPS request failed: {}", with_causes(&e)))
         }
     })?;
     let status = resp.status().as_u16();
@@ -43,6 +84,21 @@ pub async fn send(req: reqwest::RequestBuilder) -> Result<HttpAnswer> {
         .map_err(|e| Error::ConnectionDropped(format!("reading the HTTPS answer failed: {e}")))?;
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok(HttpAnswer { status, etag, body })
+}
+
+/// An error and its chain of causes, `: `-separated (reqwest's own Display stops at the first).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The hub's error text out of its error body (`ironhub_protocol::hub_error`).

@@ -1,6 +1,7 @@
 //! rustls client configuration with the `ring` provider: TLS 1.2 minimum, chain and host name
 //! verified against the host connected to, trust roots from `server_verification_cert` (PEM text)
-//! or the web PKI, optional client certificate (X.509 identities), optional cipher list.
+//! or the web PKI, optional client certificate (X.509 identities), optional cipher list (which
+//! also decides the TLS versions offered: see `parse_cipher_list`).
 
 use std::sync::Arc;
 
@@ -24,42 +25,58 @@ const CIPHER_NAMES: &[(&str, &str)] = &[
     ("TLS_CHACHA20_POLY1305_SHA256", "TLS13_CHACHA20_POLY1305_SHA256"),
 ];
 
-/// Parses the `cipher` option into rustls suites; empty → None (provider defaults).
-/// Unknown names are an error: silently ignoring a security setting would be worse.
-pub fn parse_cipher_list(cipher: &str) -> Result<Option<Vec<SupportedCipherSuite>>> {
-    let names: Vec<&str> = cipher.split(':').map(str::trim).filter(|s| !s.is_empty()).collect();
+/// The user's `cipher` option as rustls sees it: the suites, and the TLS versions they allow.
+pub struct CipherChoice {
+    pub suites: Vec<SupportedCipherSuite>,
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+}
+
+/// Parses the `cipher` option (OpenSSL or IANA names, separated by `:`, `,` or spaces as OpenSSL
+/// accepts them); empty → None (provider defaults, TLS 1.2 and 1.3).
+///
+/// The list is honoured as given: naming only TLS 1.2 suites means a TLS 1.2-only connection
+/// (adding the TLS 1.3 suites behind the user's back would negotiate 1.3 with every modern hub),
+/// naming only TLS 1.3 suites means TLS 1.3 only. A name rustls does not offer (unknown, or a
+/// real OpenSSL suite such as `AES128-SHA` that ring does not implement) is an error naming it:
+/// silently ignoring a security setting would be worse.
+pub fn parse_cipher_list(cipher: &str) -> Result<Option<CipherChoice>> {
+    let names: Vec<&str> = cipher.split([':', ',', ' ']).map(str::trim).filter(|s| !s.is_empty()).collect();
     if names.is_empty() {
         return Ok(None);
     }
     let all = rustls::crypto::ring::default_provider().cipher_suites;
-    let mut chosen = Vec::new();
+    let mut suites: Vec<SupportedCipherSuite> = Vec::new();
     for name in names {
         let rustls_name = CIPHER_NAMES
             .iter()
             .find(|(openssl, _)| openssl.eq_ignore_ascii_case(name))
             .map(|(_, r)| *r)
             .unwrap_or(name);
-        let suite = all
-            .iter()
-            .find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(rustls_name))
-            .ok_or_else(|| Error::invalid(format!("unsupported cipher {name:?}")))?;
-        if !chosen.iter().any(|c: &SupportedCipherSuite| c.suite() == suite.suite()) {
-            chosen.push(*suite);
+        let suite = all.iter().find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(rustls_name)).ok_or_else(|| {
+            let supported: Vec<&str> = CIPHER_NAMES.iter().map(|(openssl, _)| *openssl).collect();
+            Error::invalid(format!("unknown or unsupported cipher {name:?}: supported are {}", supported.join(", ")))
+        })?;
+        if !suites.iter().any(|c| c.suite() == suite.suite()) {
+            suites.push(*suite);
         }
     }
-    // TLS 1.3 handshakes need at least one 1.3 suite; keep the defaults for 1.3 when only 1.2 names were given.
-    if !chosen.iter().any(|s| s.version() == &rustls::version::TLS13) {
-        chosen.extend(all.iter().filter(|s| s.version() == &rustls::version::TLS13).copied());
-    }
-    Ok(Some(chosen))
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12]
+        .into_iter()
+        .filter(|v| suites.iter().any(|s| s.version() == *v))
+        .collect();
+    Ok(Some(CipherChoice { suites, versions }))
 }
 
-fn provider(cipher: &str) -> Result<CryptoProvider> {
+/// The ring provider restricted to the user's suites, and the protocol versions to offer.
+fn provider(cipher: &str) -> Result<(CryptoProvider, Vec<&'static rustls::SupportedProtocolVersion>)> {
     let mut p = rustls::crypto::ring::default_provider();
-    if let Some(suites) = parse_cipher_list(cipher)? {
-        p.cipher_suites = suites;
+    match parse_cipher_list(cipher)? {
+        Some(choice) => {
+            p.cipher_suites = choice.suites;
+            Ok((p, choice.versions))
+        }
+        None => Ok((p, vec![&rustls::version::TLS13, &rustls::version::TLS12])),
     }
-    Ok(p)
 }
 
 /// Root store from PEM text, or the web PKI roots.
@@ -108,8 +125,9 @@ pub fn client_config(
     x509: Option<&X509>,
 ) -> Result<Arc<ClientConfig>> {
     let roots = root_store(server_verification_cert)?;
-    let builder = ClientConfig::builder_with_provider(Arc::new(provider(cipher)?))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    let (provider, versions) = provider(cipher)?;
+    let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)
         .map_err(|e| Error::invalid(format!("TLS configuration: {e}")))?
         .with_root_certificates(roots);
     let config = match x509 {

@@ -23,6 +23,8 @@ static ironhub_result apply(const char *rule, const char *value) {
         r = ironhub_options_set_proxy(o, value, "127.0.0.1", 3128, NULL, NULL);
     } else if (strcmp(rule, "keep_alive") == 0) {
         r = ironhub_options_set_keep_alive(o, (uint32_t)strtoul(value, NULL, 10));
+    } else if (strcmp(rule, "cipher") == 0) {
+        r = ironhub_options_set_cipher(o, value);
     } else if (strcmp(rule, "x509_sastoken_ttl") == 0) {
         CHECK_OK(ironhub_options_set_sastoken_ttl(o, (uint32_t)strtoul(value, NULL, 10)));
         r = ironhub_client_create_from_x509_certificate("/nonexistent/cert.pem", "/nonexistent/key.pem", NULL,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod real_proxies;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
