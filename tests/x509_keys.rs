@@ -223,6 +223,13 @@ impl Ca {
         Ca { cert, key }
     }
 
+    /// A root and an intermediate it signed: `{name} root`, `{name} intermediate`.
+    fn chain(name: &str) -> (Ca, Ca) {
+        let root = Ca::new(&format!("{name} root"), None);
+        let intermediate = Ca::new(&format!("{name} intermediate"), Some(&root));
+        (root, intermediate)
+    }
+
     /// A device certificate for `cn`, valid now unless `expired`; its key is written encrypted
     /// (PKCS#8, openssl) so chains and encrypted keys are exercised together.
     fn issue(&self, dir: &Path, cn: &str, expired: bool, chain: &[&Ca]) -> (PathBuf, PathBuf) {
@@ -268,10 +275,8 @@ async fn connect_result(env: &common::Env, device_id: &str, files: &(PathBuf, Pa
 async fn ca_signed_devices_with_an_intermediate() {
     let env = common::start().await;
     let dir = temp_dir("chain");
-    let root = Ca::new("ironhub test root", None);
-    let intermediate = Ca::new("ironhub test intermediate", Some(&root));
-    let stranger_root = Ca::new("someone else's root", None);
-    let stranger_intermediate = Ca::new("someone else's intermediate", Some(&stranger_root));
+    let (root, intermediate) = Ca::chain("ironhub test");
+    let (stranger_root, stranger_intermediate) = Ca::chain("someone else's");
     register_root(&env, "test-root", &root, true).await;
     register_root(&env, "unverified-root", &stranger_root, false).await;
     for id in ["cadev", "cadev-expired", "cadev-stranger"] {
@@ -405,8 +410,7 @@ async fn x509_devices_upload_files() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0]["correlationId"], info.correlation_id.as_str());
 
-    let root = Ca::new("upload root", None);
-    let intermediate = Ca::new("upload intermediate", Some(&root));
+    let (root, intermediate) = Ca::chain("upload");
     register_root(&env, "upload-root", &root, true).await;
     let body = json!({"deviceId": "upload-ca", "authentication": {"type": "certificateAuthority"}});
     assert_eq!(env.service.request("PUT", "/devices/upload-ca", Some(&body)).await.unwrap().0, 200);
@@ -433,8 +437,7 @@ async fn provisioning_with_a_chain_and_an_encrypted_key() {
 
     let env = common::start().await;
     let dir = temp_dir("dps");
-    let root = Ca::new("dps root", None);
-    let intermediate = Ca::new("dps intermediate", Some(&root));
+    let (root, intermediate) = Ca::chain("dps");
     let signing = json!({"primary": {"certificate": root.cert.pem()}});
     let group = json!({"attestation": {"type": "x509", "x509": {"signingCertificates": signing}}});
     env.emu.dps().put_enrollment(Kind::Group, "dps-chain-group", &group, None).unwrap();
