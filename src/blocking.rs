@@ -101,14 +101,14 @@ impl Client {
         blocking!(self, |c| c.update_sastoken(&t))
     }
 
+    /// Validates and queues on the calling thread, then parks it until the PUBACK: the network
+    /// loop completes the send and wakes this thread directly (no runtime task in between).
     pub fn send_message(&self, message: &Message) -> Result<()> {
-        let m = message.clone();
-        blocking!(self, |c| c.send_message(&m))
+        crate::runtime::wait(self.inner.send_message(message))
     }
 
     pub fn send_message_to_output(&self, message: &Message, output_name: &str) -> Result<()> {
-        let (m, o) = (message.clone(), output_name.to_string());
-        blocking!(self, |c| c.send_message_to_output(&m, &o))
+        crate::runtime::wait(self.inner.send_message_to_output(message, output_name))
     }
 
     /// Queues without waiting; the returned future (await it, or `wait_send`) yields the PUBACK outcome.
@@ -118,7 +118,7 @@ impl Client {
 
     /// Blocks on a future returned by `send_message_pipelined`.
     pub fn wait_send(fut: SendFuture) -> Result<()> {
-        block_on(fut)
+        crate::runtime::wait(fut)
     }
 
     pub fn send_message_with_callback(&self, message: &Message, output_name: Option<&str>, callback: SendCallback) {

@@ -47,6 +47,14 @@ where
     }
 }
 
+/// Parks the calling thread until `fut` (a send's outcome: a oneshot and a timer) is ready, polling
+/// it on this thread: whoever completes it (the network loop) wakes this thread directly, with no
+/// runtime task in between. The runtime is entered so the future's timer registers with it.
+pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
+    let _enter = handle().enter();
+    futures::executor::block_on(fut)
+}
+
 /// `now + after`, saturating far in the future instead of overflowing (`Instant + huge` panics).
 pub(crate) fn deadline_after(after: Duration) -> Instant {
     let now = Instant::now();

@@ -5,6 +5,10 @@
 
 mod common;
 
+use std::net::SocketAddr;
+
+use common::fault_proxy::FaultProxy;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -400,73 +404,81 @@ async fn the_offline_store_keeps_telemetry_across_a_restart_and_sends_it_once() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A TCP relay to `target` that can turn into a black hole: connections stay open, bytes in either
-/// direction are swallowed (a link that died silently, as behind a NAT that forgot it).
-async fn black_hole_relay(target: u16) -> (u16, Arc<AtomicBool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let hole = Arc::new(AtomicBool::new(false));
-    let h = hole.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            type Read = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-            type Write = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
-            for (mut from, mut to, hole) in [
-                (Box::new(cr) as Read, Box::new(sw) as Write, h.clone()),
-                (Box::new(sr) as Read, Box::new(cw) as Write, h.clone()),
-            ] {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = from.read(&mut buf).await {
-                        if n == 0 {
-                            if hole.load(Ordering::SeqCst) {
-                                // A black hole forwards no FIN either: the other side stays open.
-                                std::future::pending::<()>().await;
-                            }
-                            break;
-                        }
-                        if !hole.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    (port, hole)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silently_dead_link_is_replaced_within_two_keep_alives() {
+/// Drives a client (keep-alive 2 s) through the fault proxy, applies `fault` to its link, and
+/// checks the dead link is found within 2 × keep-alive (`NO_PING_RESPONSE`), replaced once the
+/// path heals, and that the sends made meanwhile are delivered.
+async fn dead_link_is_replaced(device: &str, fault: impl FnOnce(&FaultProxy)) {
     let env = common::start().await;
-    let (port, hole) = black_hole_relay(env.emu.mqtt_port()).await;
-    let cs = format!("{};GatewayHostName=127.0.0.1", env.device("dead-link"));
-    let opts = ironhub::ClientOptions { keep_alive: 2, mqtt_port: port, ..env.options() };
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], env.emu.mqtt_port()))).await.unwrap();
+    let cs = format!("{};GatewayHostName=127.0.0.1", env.device(device));
+    let opts = ironhub::ClientOptions { keep_alive: 2, mqtt_port: proxy.port(), ..env.options() };
     let client = Client::create_from_connection_string(&cs, opts).unwrap();
     let states = common::Collector::<ConnectionStateChange>::new();
     let s = states.clone();
     client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
     client.connect().await.unwrap();
     states.wait_for(1, 10).await;
-    hole.store(true, Ordering::SeqCst);
+    fault(&proxy);
     let cut = Instant::now();
-    // Traffic keeps flowing out (into the hole) meanwhile: it must not hide the silence.
+    // Traffic keeps flowing out (into the fault) meanwhile: it must not hide the silence.
     let sends: Vec<_> = (0..5).map(|i| client.send_message_pipelined(&Message::new(format!("{i}")))).collect();
     let down = states.wait_for(2, 15).await;
     let noticed = cut.elapsed();
     assert!(down.len() >= 2 && !down[1].connected, "{down:?}");
     assert_eq!(down[1].reason, ConnectionReason::NoPingResponse, "{down:?}");
     assert!(noticed <= Duration::from_millis(4_000 + 1_500), "found after {noticed:?} (keep-alive 2 s)");
-    hole.store(false, Ordering::SeqCst);
+    proxy.heal();
     // Reconnected through a fresh connection, and the queued sends were delivered.
     for s in sends {
-        s.await.expect("send across the dead link");
+        tokio::time::timeout(Duration::from_secs(30), s).await.expect("bounded").expect("send across the dead link");
     }
     assert!(client.connected());
+    client.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_link_is_replaced_within_two_keep_alives() {
+    dead_link_is_replaced("dead-link", FaultProxy::black_hole).await;
+}
+
+/// A stalled path (sockets open, TCP buffers filling, nothing moving) is a dead link too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_link_is_replaced_within_two_keep_alives() {
+    dead_link_is_replaced("stalled-link", FaultProxy::stall).await;
+}
+
+/// A handler that disconnects (or shuts down) its client has taken its message: the message is
+/// acknowledged before the link stops, so the hub does not deliver it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_handler_disconnects_is_acknowledged_and_not_redelivered() {
+    let env = common::start().await;
+    let client = env.device_client("c2d-disc");
+    let got = common::Collector::<String>::new();
+    let (g, c) = (got.clone(), client.clone());
+    client
+        .on_message_received(Some(Arc::new(move |m: Message| {
+            let body = String::from_utf8_lossy(&m.data).into_owned();
+            g.push(body.clone());
+            if body == "one" {
+                ironhub::blocking::Client::from_async(c.clone()).disconnect().expect("disconnect from the handler");
+            }
+        })))
+        .await
+        .unwrap();
+    client.connect().await.unwrap();
+    env.c2d("c2d-disc", json!({"bodyText": "one"})).await;
+    got.wait_for(1, 20).await;
+    // Wait until the handler's disconnect went through, then come back and ask for another.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.connect().await.unwrap();
+    env.c2d("c2d-disc", json!({"bodyText": "two"})).await;
+    let bodies = got.wait_for(2, 20).await;
+    // The hub delivers in order: a redelivered "one" would come before "two".
+    assert_eq!(bodies, vec!["one".to_string(), "two".to_string()], "redelivered after the handler's disconnect");
     client.shutdown().await.unwrap();
 }
 

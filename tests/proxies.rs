@@ -157,7 +157,6 @@ async fn mqtt_connect_through_a_refusing_proxy_is_connection_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine connector (transport::proxy::connect_tcp under every MQTT link)"]
 async fn mqtt_through_socks_proxies_over_tcp_and_websockets() {
     let env = common::start().await;
     let danted5 = RealProxy::danted(ProxyType::Socks5, None);
@@ -175,7 +174,6 @@ async fn mqtt_through_socks_proxies_over_tcp_and_websockets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the engine connector (transport::proxy::connect_tcp under every MQTT link)"]
 async fn mqtt_connect_through_a_refusing_socks_proxy_is_connection_failed() {
     let env = common::start().await;
     let micro = RealProxy::microsocks("bob", PASSWORD);

@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine;
+use futures::FutureExt;
 use ironhub::{ErrorKind, Message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,4 +109,41 @@ async fn callback_sends_complete_exactly_once_also_when_dropped() {
         n += 1;
     }
     assert_eq!(n, 20, "each callback ran exactly once");
+}
+
+/// Back-pressure instead of failure (issue 9): a burst far larger than the in-flight window waits
+/// for slots (bounded by `operation_timeout`) instead of failing, goes out in call order, and the
+/// hub records each message exactly once. The queue bounds stay: one more is `QueueFull` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_20000_sends_all_succeed_and_each_arrives_once() {
+    const N: usize = 20_000;
+    let env = common::start().await;
+    let opts = ironhub::ClientOptions { max_queued_messages: N, max_queued_bytes: 64 * 1024 * 1024, ..env.options() };
+    let client = ironhub::Client::create_from_connection_string(&env.device("burst"), opts).unwrap();
+    client.connect().await.unwrap();
+    let futs: Vec<_> = (0..N).map(|i| client.send_message_pipelined(&Message::new(i.to_string()))).collect();
+    // Every slot of the queue is taken now (some may already be acknowledged, so send until refused).
+    let mut refused = None;
+    for _ in 0..N {
+        if let Err(e) = client.send_message_pipelined(&Message::new("extra")).now_or_never().unwrap_or(Ok(())) {
+            refused = Some(e);
+            break;
+        }
+    }
+    let results = tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(futs)).await.expect("burst ends");
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{} of {N} sends failed, first: {:?}", failed.len(), failed.first());
+    let refused = refused.expect("a send beyond max_queued_messages is refused");
+    assert!(matches!(refused, ironhub::Error::QueueFull(_)), "{refused}");
+    let filter = ironhub_emulator::hub::EventFilter { device_id: Some("burst".into()), module_id: None };
+    let mut seen = std::collections::HashMap::<usize, usize>::new();
+    for e in env.emu.hub().events_after(&filter, 0) {
+        if let Some(i) = std::str::from_utf8(&e.record.body).ok().and_then(|s| s.parse().ok()) {
+            *seen.entry(i).or_default() += 1;
+        }
+    }
+    let missing = (0..N).filter(|i| !seen.contains_key(i)).count();
+    let duplicated = seen.values().filter(|n| **n > 1).count();
+    assert_eq!((missing, duplicated), (0, 0), "every message recorded exactly once");
+    client.shutdown().await.unwrap();
 }

@@ -7,6 +7,8 @@
 //! - `workload`: the IoT Edge workload API (trust bundle, module token signing) and `IOTEDGE_*` variables.
 //! - `dps`: the Device Provisioning Service (registration over MQTT, enrollment REST API).
 //! - `files`: file upload (SAS URIs, an emulated blob endpoint, upload notifications).
+//! - `amqp`: the AMQP listener (TLS and WebSockets), SASL, `$cbs`, the Event Hub-compatible endpoint.
+//! - `tls_listener`: the accept loop of the TLS listeners (MQTT, AMQP).
 //! - `server`: starting and stopping a whole emulator (`Emulator`, `BackgroundEmulator`).
 
 pub mod identity;
@@ -18,6 +20,8 @@ pub mod server;
 pub mod workload;
 pub mod dps;
 pub mod files;
+pub mod amqp;
+pub mod tls_listener;
 
 pub use identity::Identity;
 pub use server::{BackgroundEmulator, Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, RunningEmulator};

@@ -57,7 +57,17 @@ struct ServeArgs {
     #[arg(long, value_name = "PORT", default_value_t = 443)]
     https_port: u16,
 
-    /// Address both listeners bind to.
+    /// AMQP-over-TLS port (Event Hub-compatible endpoint, service AMQP); 0 picks a free port.
+    /// Default: IoT Hub's 5671 when --https-port is 443, else a free port (so emulators on free
+    /// ports never collide on it).
+    #[arg(long, value_name = "PORT")]
+    amqp_port: Option<u16>,
+
+    /// Partitions of the Event Hub-compatible endpoint.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    partitions: u32,
+
+    /// Address the listeners bind to.
     #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
 
@@ -149,6 +159,8 @@ fn main() {
         hostname: args.hostname,
         mqtt_addr: SocketAddr::new(args.bind, args.mqtt_port),
         https_addr: SocketAddr::new(args.bind, args.https_port),
+        amqp_addr: SocketAddr::new(args.bind, args.amqp_port.unwrap_or(if args.https_port == 443 { 5671 } else { 0 })),
+        partition_count: args.partitions,
         state_dir: Some(args.state_dir),
         policy_key: args.policy_key,
         ca_cert_file: args.ca_cert,

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::amqp::{eventhub::EventHubEndpoint, AmqpServer};
 use crate::certs::{self, CertError};
 use crate::dps::Dps;
 use crate::files::Files;
@@ -26,6 +27,12 @@ pub struct EmulatorConfig {
     pub hostname: String,
     pub mqtt_addr: SocketAddr,
     pub https_addr: SocketAddr,
+    /// The AMQP listener (IoT Hub's 5671): TLS, SASL, `$cbs`, the Event Hub-compatible endpoint.
+    pub amqp_addr: SocketAddr,
+    /// Bounds on AMQP peers (frame size, idle timeout, connections, sessions, links).
+    pub amqp_limits: crate::amqp::AmqpLimits,
+    /// Partitions of the Event Hub-compatible endpoint (IoT Hub's default is 4).
+    pub partition_count: u32,
     pub state_dir: Option<PathBuf>,
     pub policy_key: Option<String>,
     pub ca_cert_file: Option<PathBuf>,
@@ -52,6 +59,9 @@ impl Default for EmulatorConfig {
             hostname: "localhost".into(),
             mqtt_addr: loopback,
             https_addr: loopback,
+            amqp_addr: loopback,
+            amqp_limits: crate::amqp::AmqpLimits::default(),
+            partition_count: 4,
             state_dir: None,
             policy_key: None,
             ca_cert_file: None,
@@ -88,6 +98,7 @@ pub struct EmulatorHandle {
     hostname: String,
     mqtt_port: u16,
     https_port: u16,
+    amqp_port: u16,
     ca_pem: String,
     service_connection_string: String,
     hub: Arc<Hub>,
@@ -95,6 +106,7 @@ pub struct EmulatorHandle {
     workload: WorkloadEndpoints,
     dps: Arc<Dps>,
     files: Arc<Files>,
+    amqp: Arc<AmqpServer>,
 }
 
 /// A started emulator. Dropping it stops the listeners; `shutdown` does so and waits.
@@ -137,6 +149,7 @@ impl Emulator {
             retention: config.retention,
             throttle: config.throttle,
             ca_roots,
+            partition_count: config.partition_count,
         })?);
         let broker = Broker::with_timing(hub.clone(), config.timing);
         let dps = Dps::new(hub.clone(), state_dir)?;
@@ -148,6 +161,8 @@ impl Emulator {
         let https_listener = bind("HTTPS", config.https_addr).await?;
         let mqtt_port = mqtt_listener.local_addr()?.port();
         let https_port = https_listener.local_addr()?.port();
+        let amqp_listener = bind("AMQP", config.amqp_addr).await?;
+        let amqp_port = amqp_listener.local_addr()?.port();
         let mut workload = WorkloadEndpoints::default();
         let workload_listener = match config.workload_addr {
             Some(addr) => {
@@ -169,14 +184,18 @@ impl Emulator {
             tasks.push(tokio::spawn(workload::serve(listener, workload_api)));
         }
         let files = Files::new(service_host(&config.hostname, https_port), state_dir);
+        let eventhub = EventHubEndpoint::new(hub.clone());
+        let amqp = AmqpServer::new(hub.clone(), broker.clone(), config.amqp_limits, eventhub);
         let ctx = Arc::new(crate::http::Context {
             hub: hub.clone(),
             broker: broker.clone(),
             dps: dps.clone(),
             files: files.clone(),
+            amqp: amqp.clone(),
             limits: config.http_limits,
         });
         tasks.push(tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())));
+        tasks.push(tokio::spawn(amqp.clone().serve_tls(amqp_listener, acceptor.clone())));
         tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));
         let running = RunningEmulator {
@@ -184,6 +203,7 @@ impl Emulator {
                 hostname: config.hostname.clone(),
                 mqtt_port,
                 https_port,
+                amqp_port,
                 ca_pem: identity.ca_pem,
                 service_connection_string,
                 hub,
@@ -191,13 +211,14 @@ impl Emulator {
                 workload,
                 dps,
                 files,
+                amqp,
             },
             tasks,
         };
         if let Some(dir) = state_dir {
             running.write_hub_file(dir)?;
         }
-        log::info!("emulator: {} serving MQTT on {mqtt_port} and HTTPS on {https_port}", running.hostname);
+        log::info!("emulator: {} serving MQTT on {mqtt_port}, HTTPS on {https_port} and AMQP on {amqp_port}", running.hostname);
         if let Some(uri) = running.workload.uri() {
             log::info!("emulator: IoT Edge workload API at {uri}");
         }
@@ -216,6 +237,22 @@ impl EmulatorHandle {
 
     pub fn https_port(&self) -> u16 {
         self.https_port
+    }
+
+    /// The AMQP listener's port (IoT Hub's 5671).
+    pub fn amqp_port(&self) -> u16 {
+        self.amqp_port
+    }
+
+    /// The AMQP server (also reached over WebSockets on the HTTPS port).
+    pub fn amqp(&self) -> &Arc<AmqpServer> {
+        &self.amqp
+    }
+
+    /// `Endpoint=sb://host[:port]/;SharedAccessKeyName=iothubowner;SharedAccessKey=...;EntityPath=<hub>`:
+    /// what an Event Hubs consumer reads telemetry with. The port is left out when it is 5671.
+    pub fn event_hub_connection_string(&self) -> String {
+        self.amqp.eventhub().connection_string(&self.hostname, self.amqp_port)
     }
 
     /// The emulator's CA certificate: what clients trust.
@@ -283,6 +320,8 @@ impl RunningEmulator {
             "hostname": self.hostname,
             "mqttPort": self.mqtt_port,
             "httpsPort": self.https_port,
+            "amqpPort": self.amqp_port,
+            "eventHubConnectionString": self.event_hub_connection_string(),
             "caFile": dir.join("ca.pem"),
             "serviceConnectionString": self.service_connection_string,
             "idScope": self.id_scope(),

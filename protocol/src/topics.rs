@@ -20,8 +20,8 @@ const DESIRED_PATCH_PREFIX: &str = "$iothub/twin/PATCH/properties/desired/";
 
 /// The properties that travel in a topic: IoT Hub's system properties by name, the rest in `custom`.
 ///
-/// Incoming bags fill every field they know, including `$.on`, `$.cdid` and `$.cmid`; a client that
-/// mirrors azure-iot-device surfaces those three in `custom_properties`, which is its business.
+/// Incoming bags fill every field they know, including `$.on`, `$.cdid` and `$.cmid`;
+/// [`PropertyBag::take_received_custom`] is how a client surfaces them (as azure-iot-device does).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PropertyBag {
     /// `$.mid`
@@ -87,6 +87,24 @@ impl PropertyBag {
             "iothub-ack" => &mut self.ack,
             _ => return None,
         })
+    }
+
+    /// The application properties of a received C2D or input message as azure-iot-device surfaces
+    /// them: the routing facts `$.on`, `$.cdid`, `$.cmid` first (taken out of the bag), then the
+    /// custom properties in arrival order. `$.to` is not surfaced.
+    pub fn take_received_custom(&mut self) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(self.custom.len() + 3);
+        for (k, v) in [
+            ("$.on", self.output_name.take()),
+            ("$.cdid", self.connection_device_id.take()),
+            ("$.cmid", self.connection_module_id.take()),
+        ] {
+            if let Some(v) = v {
+                out.push((k.to_string(), v));
+            }
+        }
+        out.append(&mut self.custom);
+        out
     }
 
     /// True when no property at all is set.
@@ -334,6 +352,20 @@ pub fn parse_device_originated(topic: &str) -> Option<DeviceOriginated> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn received_custom_properties_surface_routing_facts_first() {
+        let mut bag = PropertyBag::decode("k=v&%24.cdid=d0&%24.on=out1&%24.to=%2Fdevices%2Fd&%24.cmid=m0");
+        let custom = bag.take_received_custom();
+        let want: Vec<(String, String)> = [("$.on", "out1"), ("$.cdid", "d0"), ("$.cmid", "m0"), ("k", "v")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(custom, want);
+        assert!(bag.output_name.is_none() && bag.custom.is_empty());
+        assert_eq!(bag.to.as_deref(), Some("/devices/d"), "$.to stays a system property");
+    }
+
     use super::*;
 
     #[test]

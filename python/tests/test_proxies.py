@@ -16,9 +16,6 @@ from real_proxies import proxies  # noqa: E402,F401 (the fixture)
 
 PASSWORD = "pr0xy-s3cret"
 
-# MQTT through SOCKS arrives with the engine's connector (transport::proxy::connect_tcp under
-# every MQTT link); until then these scenarios are skipped, never reported as passing.
-needs_engine_connector = pytest.mark.skip(reason="needs the engine connector (SOCKS under the MQTT link)")
 
 
 def options(proxy, user=None, password=None):
@@ -48,7 +45,7 @@ def refusing(proxies, kind):
     return options(proxies.microsocks("bob", PASSWORD), "bob", "wrong-" + PASSWORD)
 
 
-@pytest.mark.parametrize("kind", ["tinyproxy", pytest.param("microsocks", marks=needs_engine_connector)])
+@pytest.mark.parametrize("kind", ["tinyproxy", "microsocks"])
 def test_refusing_proxy_is_connection_failed(make_client, proxies, device_cs, client_kwargs, kind):
     c = make_client(
         IoTHubDeviceClient,
@@ -63,7 +60,6 @@ def test_refusing_proxy_is_connection_failed(make_client, proxies, device_cs, cl
     assert PASSWORD not in str(info.value)
 
 
-@needs_engine_connector
 @pytest.mark.parametrize("websockets", [False, True], ids=["tcp", "websockets"])
 def test_telemetry_through_socks5(make_client, hub, proxies, device_cs, unique_id, client_kwargs, websockets):
     for proxy, user, password in [

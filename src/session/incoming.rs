@@ -17,7 +17,7 @@ use crate::transport::mqtt::Link;
 
 /// PUBACKs one incoming message when dropped, if armed (so a panicking handler still counts as
 /// having taken it: redelivering it would only panic again).
-struct AckOnDrop {
+pub(super) struct AckOnDrop {
     link: Arc<Link>,
     header: Option<Publish>,
 }
@@ -43,6 +43,11 @@ impl AckOnDrop {
     }
 }
 
+/// The ack of the C2D/input message whose handler is running now (handlers of one client run
+/// one at a time): a graceful `disconnect`/`shutdown` called from that handler acknowledges it
+/// first, or the hub would deliver it again on the next connection.
+pub(super) type RunningAck = Arc<std::sync::Mutex<Option<AckOnDrop>>>;
+
 impl Drop for AckOnDrop {
     fn drop(&mut self) {
         if let Some(h) = self.header.take() {
@@ -51,16 +56,10 @@ impl Drop for AckOnDrop {
     }
 }
 
-/// A received C2D/input message: system properties by name; `$.on`, `$.cdid`, `$.cmid` and user
-/// keys in `custom_properties` (as azure-iot-device surfaces them); `$.to` ignored.
-fn incoming_message(bag: PropertyBag, data: Bytes, input_name: Option<String>) -> Message {
-    let mut custom = Vec::with_capacity(bag.custom.len() + 3);
-    for (k, v) in [("$.on", bag.output_name), ("$.cdid", bag.connection_device_id), ("$.cmid", bag.connection_module_id)] {
-        if let Some(v) = v {
-            custom.push((k.to_string(), v));
-        }
-    }
-    custom.extend(bag.custom);
+/// A received C2D/input message: system properties by name, `custom_properties` as the protocol
+/// crate maps them (`PropertyBag::take_received_custom`).
+fn incoming_message(mut bag: PropertyBag, data: Bytes, input_name: Option<String>) -> Message {
+    let custom = bag.take_received_custom();
     Message {
         data,
         custom_properties: custom,
@@ -84,7 +83,28 @@ pub(super) fn json_payload(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
+/// Acknowledges the running message when its handler returns or panics.
+struct Taken(RunningAck);
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let ack = lock(&self.0).take();
+        drop(ack);
+    }
+}
+
 impl Session {
+    /// Called by a graceful disconnect from one of this client's handlers: the message that
+    /// handler is processing counts as taken, so it is acknowledged before the link stops.
+    pub(super) fn ack_running_message(&self) {
+        if self.in_handler() {
+            let ack = lock(&self.running_ack).take();
+            if let Some(a) = ack {
+                a.ack();
+            }
+        }
+    }
+
     /// Hands an arrival to its inbox when that feature is in inbox mode (`mode`), keeping at most
     /// `max_queued_messages` there. `Err(item)`: not in inbox mode; `Ok(taken)`: the inbox decided.
     fn to_inbox<T>(
@@ -117,12 +137,15 @@ impl Session {
             Ok(false) => ack.disarm(),
             Err(m) => {
                 let table = self.handlers.clone();
+                let running = self.running_ack.clone();
                 self.queue.push(move || {
                     let h = lock(&table).message.clone();
                     match h {
-                        // The ack fires when the handler returns (or panics).
+                        // The ack fires when the handler returns (or panics), unless the handler
+                        // disconnected meanwhile (then it fired before the link stopped).
                         Some(h) => {
-                            let _ack = ack;
+                            *lock(&running) = Some(ack);
+                            let _ack = Taken(running);
                             h(m)
                         }
                         None => ack.disarm(),

@@ -86,6 +86,7 @@ impl Session {
 
     pub async fn disconnect(self: &Arc<Self>) -> Result<()> {
         // No connect_lock here: a connect still waiting for its CONNACK is cancelled, not awaited.
+        self.ack_running_message();
         let link = lock(&self.link).take();
         // Reported before the link stops, so its end is not mistaken for a dropped connection.
         if self.connected.swap(false, Ordering::SeqCst) {

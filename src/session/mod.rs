@@ -61,6 +61,7 @@ pub(crate) struct Session {
     budget: Arc<Budget>,
     offline: Option<offline::OfflineStore>,
     next_rid: AtomicU64,
+    running_ack: incoming::RunningAck,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +123,7 @@ impl Session {
             budget,
             offline,
             next_rid: AtomicU64::new(1),
+            running_ack: Default::default(),
         });
         crate::runtime::handle().spawn(telemetry::drain_outbox(Arc::downgrade(&session), outbox_rx));
         session.restore_offline()?;

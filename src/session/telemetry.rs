@@ -5,11 +5,12 @@
 //! whose caller timed out is withdrawn if it was not written yet, or reported "outcome unknown"
 //! (and never re-sent) if it was.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
 use ironhub_protocol::limits;
 use ironhub_protocol::topics::{self, PropertyBag};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::{lock, Session};
@@ -18,7 +19,7 @@ use crate::dispatch::SerialQueue;
 use crate::error::{Error, Result};
 use crate::handlers::{SendCallback, SendFuture};
 use crate::message::Message;
-use crate::transport::mqtt::{Entry, SendState, MAX_OUTGOING_PACKET};
+use crate::transport::mqtt::{Entry, Link, SendState, MAX_OUTGOING_PACKET};
 
 /// MQTT 3.1.1 §1.5.3: a topic is a length-prefixed string of at most 65,535 bytes.
 const MAX_TOPIC_BYTES: usize = u16::MAX as usize;
@@ -33,25 +34,78 @@ pub(super) struct OutgoingSend {
     pub reservation: Option<Reservation>,
 }
 
-/// The sending side of the outbox; closed at shutdown.
-pub(super) struct Outbox(Mutex<Option<mpsc::UnboundedSender<OutgoingSend>>>);
+/// The client's outbox; closed at shutdown (or when the session goes). `queued` counts the sends
+/// pushed and not yet handed to the link: only while it is 0 may a send skip the outbox (order is
+/// call order). A plain deque, not a channel: an idle client's outbox holds no allocation.
+pub(super) struct Outbox(Arc<OutboxShared>);
+
+pub(super) struct OutboxShared {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+}
+
+struct OutboxState {
+    items: VecDeque<OutgoingSend>,
+    closed: bool,
+    queued: usize,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
 
 impl Outbox {
-    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<OutgoingSend>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Outbox(Mutex::new(Some(tx))), rx)
+    pub fn new() -> (Outbox, Arc<OutboxShared>) {
+        let state = OutboxState { items: VecDeque::new(), closed: false, queued: 0 };
+        let shared = Arc::new(OutboxShared { state: Mutex::new(state), ready: Notify::new() });
+        (Outbox(shared.clone()), shared)
     }
 
     pub fn close(&self) {
-        lock(&self.0).take();
+        lock(&self.0.state).closed = true;
+        self.0.ready.notify_one();
     }
 
     /// Queues a send (the queue is bounded by the reservation each send holds); false once closed.
     pub fn push(&self, item: OutgoingSend) -> std::result::Result<(), OutgoingSend> {
-        match &*lock(&self.0) {
-            Some(q) => q.send(item).map_err(|e| e.0),
-            None => Err(item),
+        let mut st = lock(&self.0.state);
+        if st.closed {
+            return Err(item);
         }
+        st.items.push_back(item);
+        st.queued += 1;
+        drop(st);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// The drain task handed one send to the link (or failed it).
+    fn done_one(&self) {
+        let mut st = lock(&self.0.state);
+        st.queued = st.queued.saturating_sub(1);
+    }
+
+    /// The fast path of a send: with nothing queued ahead of it, a ready link and a free in-flight
+    /// slot, the caller's thread hands the publish to the link itself (no task, no channel hop).
+    /// Gives the item back when it must take the outbox.
+    fn try_direct(&self, link: Option<Arc<Link>>, permits: &Arc<Semaphore>, item: OutgoingSend) -> Option<OutgoingSend> {
+        let st = lock(&self.0.state);
+        if st.queued > 0 || st.closed {
+            return Some(item);
+        }
+        // Under the outbox lock, so a concurrent send cannot overtake this one.
+        self.direct(link, permits, item).err()
+    }
+
+    /// Hands a publish to a ready link if an in-flight slot is free; gives it back otherwise.
+    fn direct(&self, link: Option<Arc<Link>>, permits: &Arc<Semaphore>, item: OutgoingSend) -> std::result::Result<(), OutgoingSend> {
+        let Some(link) = link.filter(|l| l.is_ready()) else { return Err(item) };
+        let Ok(permit) = permits.clone().try_acquire_owned() else { return Err(item) };
+        let OutgoingSend { topic, payload, done, state, reservation, .. } = item;
+        link.enqueue_publish(topic, payload, Entry { done, state, permit, reservation });
+        Ok(())
     }
 }
 
@@ -131,19 +185,30 @@ impl Session {
     /// Hands one publish to the link (connecting first when allowed, waiting for an in-flight
     /// slot); every failure is reported through `done`.
     pub(super) async fn enqueue(self: &Arc<Self>, item: OutgoingSend) {
+        // Connected with a free slot (the common case in a burst): no timers, no waiting.
+        let item = match self.outbox.direct(self.current_link(), &self.permits, item) {
+            Ok(()) => return,
+            Err(item) => item,
+        };
         let OutgoingSend { topic, payload, deadline, done, state, reservation } = item;
         let fail = |done: oneshot::Sender<Result<()>>, e: Error| {
             let _ = done.send(Err(e));
         };
-        let link = match tokio::time::timeout_at(deadline, self.ensure_link()).await {
-            Ok(Ok(l)) => l,
+        // One timer for the whole wait (connection, renewal pause, in-flight slot): in a burst
+        // every send past the window comes this way.
+        let mut connected = false;
+        let ready = tokio::time::timeout_at(deadline, async {
+            let link = self.ensure_link().await?;
+            connected = true;
+            link.wait_unpaused().await;
+            let permit = self.permits.clone().acquire_owned().await.map_err(|_| Error::ShutDown)?;
+            Ok::<_, Error>((link, permit))
+        })
+        .await;
+        let (link, permit) = match ready {
+            Ok(Ok(r)) => r,
             Ok(Err(e)) => return fail(done, e),
-            Err(_) => return fail(done, Error::OperationTimeout("not connected in time".into())),
-        };
-        link.wait_unpaused(deadline).await;
-        let permit = match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return fail(done, Error::ShutDown),
+            Err(_) if !connected => return fail(done, Error::OperationTimeout("not connected in time".into())),
             Err(_) => return fail(done, Error::OperationTimeout("too many messages waiting for the hub".into())),
         };
         link.enqueue_publish(topic, payload, Entry { done, state, permit, reservation });
@@ -173,8 +238,10 @@ impl Session {
         let (tx, rx) = oneshot::channel();
         let state = SendState::new();
         let item = OutgoingSend { topic, payload, deadline, done: tx, state: state.clone(), reservation: Some(reservation) };
-        if self.outbox.push(item).is_err() {
-            return Err(Error::ShutDown);
+        if let Some(item) = self.outbox.try_direct(self.current_link(), &self.permits, item) {
+            if self.outbox.push(item).is_err() {
+                return Err(Error::ShutDown);
+            }
         }
         Ok(Box::pin(await_outcome(rx, state, deadline)))
     }
@@ -191,17 +258,29 @@ impl Session {
 
 /// The outbox task of one client: hands telemetry to the link strictly in call order, skipping
 /// what its caller withdrew. Holds only a weak reference, so it ends with the client.
-pub(super) async fn drain_outbox(session: Weak<Session>, mut rx: mpsc::UnboundedReceiver<OutgoingSend>) {
-    while let Some(item) = rx.recv().await {
-        if item.state.is_abandoned() {
-            continue; // withdrawn by its caller's timeout: never sent
-        }
-        let Some(s) = session.upgrade() else { return };
-        if s.check_open().is_err() {
-            let _ = item.done.send(Err(Error::OperationCancelled));
+pub(super) async fn drain_outbox(session: Weak<Session>, outbox: Arc<OutboxShared>) {
+    loop {
+        let next = {
+            let mut st = lock(&outbox.state);
+            match st.items.pop_front() {
+                Some(item) => Some(item),
+                None if st.closed => return,
+                None => None,
+            }
+        };
+        let Some(item) = next else {
+            outbox.ready.notified().await;
             continue;
+        };
+        let Some(s) = session.upgrade() else { return };
+        if item.state.is_abandoned() {
+            // Withdrawn by its caller's timeout: never sent.
+        } else if s.check_open().is_err() {
+            let _ = item.done.send(Err(Error::OperationCancelled));
+        } else {
+            s.enqueue(item).await;
         }
-        s.enqueue(item).await;
+        s.outbox.done_one();
     }
 }
 

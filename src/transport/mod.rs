@@ -1,6 +1,7 @@
 //! Network transports: TLS configuration (`tls`), the TCP connection direct or through a proxy
-//! (`proxy`), the MQTT connection task (`mqtt`) and the HTTPS client (`http`).
+//! (`proxy`), opening an MQTT connection (`connector`), the MQTT connection task (`mqtt`) and the HTTPS client (`http`).
 
+pub(crate) mod connector;
 pub mod http;
 pub mod proxy;
 pub(crate) mod mqtt;

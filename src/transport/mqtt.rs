@@ -1,27 +1,31 @@
-//! The MQTT connection of one client: a `Link` owns one rumqttc `EventLoop`, polled continuously by
-//! one tokio task (the network loop) that never runs user code and never waits on anything but
-//! the network and its own timers. Token signing runs in a task of its own and reports back;
-//! backoff and the dead-link watchdog are timers of the loop's one `select!`.
+//! The MQTT connection of one client: a `Link` and its network loop, one tokio task per client that
+//! owns the stream (`connector::Stream`), never runs user code and never waits on anything but the
+//! network and its own timers. Connecting (DNS, proxy, TLS, WebSocket, CONNECT/CONNACK) and token
+//! signing run in tasks of their own and report back; backoff, keep-alive pings and the dead-link
+//! watchdog are timers of the loop's one `select!`.
 //!
 //! The loop knows nothing of sessions or handlers: it is configured by a `LinkConfig` and reports
 //! `LinkEvent`s to its `LinkOwner`; the owner talks to it through `Link`'s methods (publish,
-//! subscribe, ack, re-authenticate, stop). It tracks every publish until its PUBACK (rumqttc
-//! reports packet ids only as events, so sends are matched to ids in channel order), keeps
-//! unacknowledged publishes across reconnects and renewals, and drops on reconnect the ones whose
-//! caller already gave up (reported to that caller as "outcome unknown": never re-sent silently).
+//! subscribe, ack, re-authenticate, stop). A publish is encoded by its caller straight into the
+//! link's output buffer (packet id assigned there), and the loop writes everything queued in one
+//! write: a burst of sends costs one TLS record and one syscall, a sync send one wake-up each way.
+//! Unacknowledged publishes are kept (encoded) across reconnects and renewals and re-sent with DUP
+//! set, except those whose caller already gave up (told "outcome unknown": never re-sent silently).
+//! Every connection ends with an MQTT DISCONNECT (when the loop stops) and a TLS `close_notify`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS,
-    Request, StateError, TlsConfiguration, Transport,
-};
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{Disconnect, Packet, PingReq, PubAck, Subscribe, SubscribeFilter, Unsubscribe};
+pub(crate) use rumqttc::Publish;
+use rumqttc::{ConnectReturnCode, QoS};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::connector::{self, ConnectFailure, ConnectParams, Stream};
 use crate::auth::{Authenticator, CurrentToken};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::ConnectionReason;
@@ -29,10 +33,8 @@ use crate::options::ClientOptions;
 
 /// Publishes that may be unacknowledged at once per client.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
-/// rumqttc's own flow-control window (packet ids wrap at this value).
-const RUMQTTC_INFLIGHT: u16 = MAX_IN_FLIGHT as u16;
-/// Room in the request channel for subscribes, unsubscribes and acks next to the publishes.
-const CHANNEL_CAPACITY: usize = MAX_IN_FLIGHT + 256;
+/// Packet ids of publishes are drawn from 1..=PUBLISH_PKIDS; SUBSCRIBE/UNSUBSCRIBE use the ids above.
+const PUBLISH_PKIDS: u16 = 32_767;
 /// Largest packet accepted from the hub (twin documents, 128 KB method payloads, 64 KB C2D).
 const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 /// Largest packet sent, and the hub's limit a message is checked against before it is queued:
@@ -44,6 +46,8 @@ pub(crate) const CONNACK_TIMEOUT_SECS: u64 = 60;
 const RENEWAL_DRAIN: Duration = Duration::from_secs(2);
 /// Shortest wait between reconnect attempts (full jitter may draw 0).
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Bound on the goodbye (queued acks, DISCONNECT, close_notify) when a link stops.
+const CLOSE_BOUND: Duration = Duration::from_secs(2);
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -144,24 +148,66 @@ impl Entry {
     }
 }
 
+/// A publish waiting for its PUBACK, with its encoded packet (re-sent after a reconnect).
+struct Tracked {
+    entry: Entry,
+    packet: Bytes,
+    /// Order of the first write: retransmissions keep it.
+    seq: u64,
+}
+
 #[derive(Default)]
 struct Tracker {
-    /// Sent into rumqttc's channel, packet id not yet known (in channel order).
-    unassigned: VecDeque<Entry>,
-    by_pkid: HashMap<u16, Entry>,
-    /// A publish rumqttc parked because its packet id was still in use.
-    collided: Option<(u16, Entry)>,
-    /// SUBSCRIBE packets handed to rumqttc on this link.
+    /// Packets queued for the current connection (publishes, PUBACKs, SUBSCRIBEs, ...); the loop
+    /// takes them all at once and writes them in one go.
+    out: BytesMut,
+    /// A connection is up. Offline, publishes wait in `by_pkid` for the next CONNACK (re-sent
+    /// then, in order) and acks are dropped (the hub redelivers what was not acknowledged).
+    online: bool,
+    by_pkid: HashMap<u16, Tracked>,
+    next_pkid: u16,
+    next_ctl_pkid: u16,
+    next_seq: u64,
+    /// SUBSCRIBE packets queued on this link.
     subs_sent: u64,
     closed: Option<Error>,
 }
 
+impl Tracker {
+    /// A packet id no unacknowledged publish uses (at most `MAX_IN_FLIGHT` are in use).
+    fn publish_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = if self.next_pkid >= PUBLISH_PKIDS { 1 } else { self.next_pkid + 1 };
+            if !self.by_pkid.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    fn control_pkid(&mut self) -> u16 {
+        self.next_ctl_pkid = if self.next_ctl_pkid <= PUBLISH_PKIDS || self.next_ctl_pkid == u16::MAX {
+            PUBLISH_PKIDS + 1
+        } else {
+            self.next_ctl_pkid + 1
+        };
+        self.next_ctl_pkid
+    }
+
+    /// Queues an encoded packet for the current connection; true if the loop must be woken.
+    fn push_out(&mut self, packet: &[u8]) -> bool {
+        let wake = self.out.is_empty();
+        self.out.extend_from_slice(packet);
+        wake
+    }
+}
+
 pub(crate) struct Link {
     pub id: u64,
-    client: AsyncClient,
     control: mpsc::UnboundedSender<Control>,
     status: watch::Receiver<LinkStatus>,
     tracker: Mutex<Tracker>,
+    /// Something was queued in `tracker.out`.
+    wake: Notify,
     /// SUBACKs received (never above `subs_sent`): subscription waiters compare against it.
     subs_acked: watch::Sender<u64>,
     finished: watch::Receiver<bool>,
@@ -172,57 +218,26 @@ pub(crate) struct Link {
     connacks: watch::Sender<u64>,
 }
 
-fn io_err(e: impl std::fmt::Display) -> Error {
-    Error::ConnectionFailed(e.to_string())
-}
-
-fn mqtt_options(cfg: &LinkConfig) -> Result<MqttOptions> {
-    let opts = &cfg.options;
-    let tls = TlsConfiguration::Rustls(cfg.tls.clone());
-    let mut mo = if opts.websockets {
-        let url = format!("wss://{}:{}/$iothub/websocket", cfg.host, opts.https_port);
-        let mut mo = MqttOptions::new(cfg.client_id.clone(), url, opts.https_port);
-        mo.set_transport(Transport::wss_with_config(tls));
-        mo
-    } else {
-        let mut mo = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), opts.mqtt_port);
-        mo.set_transport(Transport::tls_with_config(tls));
-        mo
-    };
-    mo.set_keep_alive(Duration::from_secs(opts.keep_alive))
-        .set_clean_session(false)
-        .set_inflight(RUMQTTC_INFLIGHT)
-        // C2D and input messages are acknowledged only once a handler or inbox took them.
-        .set_manual_acks(true)
-        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
-    if let Some(p) = &opts.proxy_options {
-        mo.set_proxy(p.to_mqtt_proxy()?);
-    }
-    Ok(mo)
+fn encode(write: impl FnOnce(&mut BytesMut) -> std::result::Result<usize, rumqttc::mqttbytes::Error>) -> Result<BytesMut> {
+    let mut b = BytesMut::new();
+    write(&mut b).map_err(|e| Error::invalid(format!("cannot encode the MQTT packet: {e}")))?;
+    Ok(b)
 }
 
 impl Link {
-    /// Builds the MQTT options and starts the network loop (which connects). The first token is
-    /// signed here, before the loop exists: a workload-API outage fails the connect, not a loop.
+    /// Starts the network loop (which connects). The first token is signed here, before the loop
+    /// exists: a workload-API outage fails the connect, not a loop.
     pub async fn start(cfg: LinkConfig, owner: Weak<dyn LinkOwner>) -> Result<Arc<Link>> {
-        let mut mo = mqtt_options(&cfg)?;
         let password = cfg.auth.password(false).await?.map(|t| t.token).unwrap_or_default();
-        mo.set_credentials(cfg.username.clone(), password);
-
-        let (client, mut eventloop) = AsyncClient::new(mo, CHANNEL_CAPACITY);
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_connection_timeout(CONNACK_TIMEOUT_SECS);
-        eventloop.set_network_options(net);
-
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = watch::channel(LinkStatus::Connecting);
         let (finished_tx, finished_rx) = watch::channel(false);
         let link = Arc::new(Link {
             id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
-            client,
             control: control_tx,
             status: status_rx,
             tracker: Mutex::new(Tracker::default()),
+            wake: Notify::new(),
             subs_acked: watch::channel(0).0,
             finished: finished_rx,
             paused: watch::channel(false).0,
@@ -232,9 +247,12 @@ impl Link {
         crate::runtime::handle().spawn(async move {
             let mut net = NetworkLoop {
                 cfg,
+                password,
                 owner,
                 link: task_link,
-                ev: eventloop,
+                conn: None,
+                rbuf: BytesMut::new(),
+                connecting: None,
                 control: control_rx,
                 status: status_tx,
                 ever_connected: false,
@@ -247,6 +265,9 @@ impl Link {
                 reconnect_when_signed: false,
                 token_notified: None,
                 last_rx: Instant::now(),
+                next_ping: None,
+                timer: Box::pin(tokio::time::sleep_until(crate::runtime::deadline_after(Duration::MAX))),
+                timer_at: None,
             };
             net.run().await;
             let _ = finished_tx.send(true);
@@ -264,6 +285,11 @@ impl Link {
 
     pub fn is_usable(&self) -> bool {
         !matches!(self.status(), LinkStatus::Failed(_) | LinkStatus::Closed)
+    }
+
+    /// Connected, and no renewal is holding publishes back: a send may go straight to the link.
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.status.borrow(), LinkStatus::Connected) && !*self.paused.borrow()
     }
 
     /// Waits until connected, failed or closed, at most until `deadline`.
@@ -285,25 +311,28 @@ impl Link {
         }
     }
 
-    /// Waits while a renewal drains the in-flight publishes (bounded by `deadline`).
-    pub async fn wait_unpaused(&self, deadline: Instant) {
-        let mut rx = self.paused.subscribe();
-        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|p| !*p)).await;
+    /// Waits while a renewal drains the in-flight publishes (the caller bounds the wait).
+    pub async fn wait_unpaused(&self) {
+        if *self.paused.borrow() {
+            let mut rx = self.paused.subscribe();
+            let _ = rx.wait_for(|p| !*p).await;
+        }
     }
 
     fn set_paused(&self, on: bool) {
         self.paused.send_if_modified(|p| std::mem::replace(p, on) != on);
     }
 
-    /// No publish waiting for its PUBACK or for a packet id.
+    /// No publish waiting for its PUBACK.
     fn idle(&self) -> bool {
-        let t = self.tracker();
-        t.by_pkid.is_empty() && t.unassigned.is_empty() && t.collided.is_none()
+        self.tracker().by_pkid.is_empty()
     }
 
     /// Queues a QoS 1 publish; the entry's `done` receives its PUBACK outcome. A publish its
-    /// caller abandoned meanwhile is dropped here (withdrawn, never written).
+    /// caller abandoned meanwhile is dropped here (withdrawn, never written). Encoded here, on
+    /// the caller's thread, straight into the output buffer.
     pub fn enqueue_publish(&self, topic: String, payload: Vec<u8>, entry: Entry) {
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
         let mut t = self.tracker();
         if let Some(e) = &t.closed {
             let e = e.clone();
@@ -314,13 +343,31 @@ impl Link {
         if !entry.state.mark_written() {
             return;
         }
-        // Under the tracker lock, so the order in `unassigned` is the order in rumqttc's channel.
-        if self.client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_err() {
-            drop(t);
-            entry.complete(Err(Error::ConnectionDropped("the connection is closing".into())));
-            return;
+        p.pkid = t.publish_pkid();
+        let packet = match encode(|b| p.write(b)) {
+            Ok(b) => b.freeze(),
+            Err(e) => {
+                drop(t);
+                entry.complete(Err(e));
+                return;
+            }
+        };
+        let wake = t.online && t.push_out(&packet);
+        t.next_seq += 1;
+        let seq = t.next_seq;
+        t.by_pkid.insert(p.pkid, Tracked { entry, packet, seq });
+        drop(t);
+        if wake {
+            self.wake.notify_one();
         }
-        t.unassigned.push_back(entry);
+    }
+
+    /// Queues a control packet for the current connection (dropped when offline: SUBSCRIBEs are
+    /// re-made after every CONNACK, and unacknowledged incoming publishes are redelivered).
+    fn queue_control(&self, t: &mut Tracker, packet: &[u8]) {
+        if t.online && t.push_out(packet) {
+            self.wake.notify_one();
+        }
     }
 
     /// Sends one SUBSCRIBE for `filters`; returns the SUBACK count that acknowledges it.
@@ -329,10 +376,10 @@ impl Link {
         if let Some(e) = &t.closed {
             return Err(e.clone());
         }
-        let subs = filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-        self.client
-            .try_subscribe_many(subs)
-            .map_err(|_| Error::ConnectionDropped("the connection is closing".into()))?;
+        let mut s = Subscribe::new_many(filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)));
+        s.pkid = t.control_pkid();
+        let packet = encode(|b| s.write(b))?;
+        self.queue_control(&mut t, &packet);
         t.subs_sent += 1;
         Ok(t.subs_sent)
     }
@@ -350,15 +397,26 @@ impl Link {
     }
 
     pub fn unsubscribe(&self, filter: &str) {
-        if self.tracker().closed.is_none() {
-            let _ = self.client.try_unsubscribe(filter);
+        let mut t = self.tracker();
+        if t.closed.is_none() {
+            let mut u = Unsubscribe::new(filter);
+            u.pkid = t.control_pkid();
+            if let Ok(packet) = encode(|b| u.write(b)) {
+                self.queue_control(&mut t, &packet);
+            }
         }
     }
 
-    /// PUBACKs a publish from the hub (no-op for QoS 0, or once the link is gone: the hub then
-    /// redelivers it on the next connection).
+    /// PUBACKs a publish from the hub (no-op for QoS 0, or when offline: the hub then redelivers
+    /// it on the next connection). Acks queued before `stop` are written before the DISCONNECT.
     pub fn ack(&self, publish: &Publish) {
-        let _ = self.client.try_ack(publish);
+        if publish.qos == QoS::AtMostOnce {
+            return;
+        }
+        if let Ok(packet) = encode(|b| PubAck::new(publish.pkid).write(b)) {
+            let mut t = self.tracker();
+            self.queue_control(&mut t, &packet);
+        }
     }
 
     /// Subscriptions in flight when a connection drops are re-made after the reconnect: release
@@ -373,68 +431,64 @@ impl Link {
         self.subs_acked.send_modify(|a| *a = (*a + 1).min(sent));
     }
 
-    fn on_outgoing_publish(&self, pkid: u16) {
-        let mut t = self.tracker();
-        if t.by_pkid.contains_key(&pkid) {
-            return; // a retransmission after reconnect: already tracked
-        }
-        if let Some(e) = t.unassigned.pop_front() {
-            t.by_pkid.insert(pkid, e);
-        }
-    }
-
-    fn on_collision(&self, pkid: u16) {
-        let mut t = self.tracker();
-        if let Some(e) = t.unassigned.pop_front() {
-            t.collided = Some((pkid, e));
-        }
-    }
-
     fn on_puback(&self, pkid: u16) {
-        let mut t = self.tracker();
-        let done = t.by_pkid.remove(&pkid);
-        if t.collided.as_ref().is_some_and(|(p, _)| *p == pkid) {
-            if let Some((p, e)) = t.collided.take() {
-                t.by_pkid.insert(p, e);
-            }
-        }
-        drop(t);
-        if let Some(e) = done {
-            e.complete(Ok(()));
+        let done = self.tracker().by_pkid.remove(&pkid);
+        if let Some(t) = done {
+            t.entry.complete(Ok(()));
         }
     }
 
-    /// Drops from `pending` (what rumqttc will retransmit) the publishes whose callers gave up.
-    fn withdraw_abandoned(&self, pending: &mut VecDeque<Request>) {
+    /// The connection went down: nothing more is queued for it.
+    fn go_offline(&self) {
         let mut t = self.tracker();
-        let mut dropped = Vec::new();
-        pending.retain(|r| match r {
-            Request::Publish(p) if t.by_pkid.get(&p.pkid).is_some_and(|e| e.state.is_abandoned()) => {
-                dropped.extend(t.by_pkid.remove(&p.pkid));
-                false
-            }
-            _ => true,
-        });
+        t.online = false;
+        t.out = BytesMut::new();
+    }
+
+    /// A connection is up: queues the retransmission (DUP set) of every unacknowledged publish in
+    /// its original order, minus those whose callers gave up (dropped: "outcome unknown").
+    fn go_online(&self) {
+        let mut t = self.tracker();
+        let abandoned: Vec<u16> = t.by_pkid.iter().filter(|(_, e)| e.entry.state.is_abandoned()).map(|(p, _)| *p).collect();
+        let dropped: Vec<Tracked> = abandoned.iter().filter_map(|p| t.by_pkid.remove(p)).collect();
+        let mut resend: Vec<(u64, Bytes)> = t.by_pkid.values().map(|e| (e.seq, e.packet.clone())).collect();
+        resend.sort_by_key(|(seq, _)| *seq);
+        let mut out = BytesMut::with_capacity(resend.iter().map(|(_, p)| p.len()).sum());
+        for (_, p) in resend {
+            let start = out.len();
+            out.extend_from_slice(&p);
+            out[start] |= 0x08; // DUP
+        }
+        t.out = out;
+        t.online = true;
         drop(t);
         drop(dropped); // releases their permits and queue reservations
     }
 
-    /// Ends every tracked operation with `err`; later enqueues fail with it too.
+    /// Takes everything queued for the connection.
+    fn take_out(&self) -> Option<Bytes> {
+        let mut t = self.tracker();
+        if t.out.is_empty() {
+            return None;
+        }
+        // Taken whole: an idle link keeps no output buffer (a split would pin the allocation).
+        Some(std::mem::take(&mut t.out).freeze())
+    }
+
+    /// Ends every tracked operation with `err`; later enqueues fail with it too (acks already
+    /// queued stay queued: the loop writes them before it closes).
     fn fail_all(&self, err: Error) {
-        let entries: Vec<Entry> = {
+        let entries: Vec<Tracked> = {
             let mut t = self.tracker();
             if t.closed.is_none() {
                 t.closed = Some(err.clone());
             }
-            let mut v: Vec<Entry> = t.unassigned.drain(..).collect();
-            v.extend(t.by_pkid.drain().map(|(_, e)| e));
-            v.extend(t.collided.take().map(|(_, e)| e));
-            v
+            t.by_pkid.drain().map(|(_, e)| e).collect()
         };
         self.subs_acked.send_modify(|a| *a = u64::MAX);
         self.set_paused(false);
         for e in entries {
-            e.complete(Err(err.clone()));
+            e.entry.complete(Err(err.clone()));
         }
     }
 
@@ -456,8 +510,9 @@ impl Link {
         let _ = self.control.send(Control::Reauthenticate);
     }
 
-    /// Stops the loop: tracked operations end with `OperationCancelled`. Waits (bounded) for the
-    /// loop to finish so no event of this link is reported after `stop` returns.
+    /// Stops the loop: tracked operations end with `OperationCancelled`; queued acks, a
+    /// DISCONNECT and the TLS close_notify are written first. Waits (bounded) for the loop to
+    /// finish so no event of this link is reported after `stop` returns.
     pub async fn stop(&self) {
         self.stop_now();
         let mut f = self.finished.clone();
@@ -479,9 +534,9 @@ pub(crate) fn backoff(interval: Duration, cap: Duration, attempt: u32, unit: f64
 }
 
 /// What a connection error means for the caller and for the connection state handler.
-fn classify(e: &ConnectionError, ever_connected: bool, token_expired: bool) -> (Error, ConnectionReason) {
+fn classify(e: &ConnectFailure, ever_connected: bool, token_expired: bool) -> (Error, ConnectionReason) {
     match e {
-        ConnectionError::ConnectionRefused(code) => match code {
+        ConnectFailure::Refused(code) => match code {
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
                 let reason = if token_expired { ConnectionReason::ExpiredSasToken } else { ConnectionReason::BadCredential };
                 (Error::Credential(format!("the hub refused the credentials ({code:?})")), reason)
@@ -493,22 +548,12 @@ fn classify(e: &ConnectionError, ever_connected: bool, token_expired: bool) -> (
             ),
             _ => (Error::Client(format!("the hub refused the connection ({code:?})")), ConnectionReason::CommunicationError),
         },
-        ConnectionError::NetworkTimeout => (
+        ConnectFailure::Timeout => (
             Error::OperationTimeout(format!("no CONNACK within {CONNACK_TIMEOUT_SECS} s")),
             ConnectionReason::NoNetwork,
         ),
-        ConnectionError::MqttState(StateError::AwaitPingResp) => {
-            (Error::ConnectionDropped("no ping response from the hub".into()), ConnectionReason::NoPingResponse)
-        }
-        other if !ever_connected => (io_err(other), ConnectionReason::NoNetwork),
-        other => (Error::ConnectionDropped(other.to_string()), ConnectionReason::CommunicationError),
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+        ConnectFailure::Io(m) if !ever_connected => (Error::ConnectionFailed(m.clone()), ConnectionReason::NoNetwork),
+        ConnectFailure::Io(m) => (Error::ConnectionDropped(m.clone()), ConnectionReason::CommunicationError),
     }
 }
 
@@ -518,6 +563,7 @@ async fn recv_opt<T>(rx: &mut Option<oneshot::Receiver<T>>) -> Option<T> {
         None => std::future::pending().await,
     }
 }
+
 
 enum Step {
     Control(Option<Control>),
@@ -529,15 +575,36 @@ enum Step {
     /// Nothing came from the hub for 2 × keep-alive (pings included): the link is dead.
     Silent,
     Signed(Option<Result<Option<CurrentToken>>>),
-    Event(std::result::Result<Event, ConnectionError>),
+    /// The connector task finished (`None`: it died).
+    Opened(Option<std::result::Result<(Stream, BytesMut), ConnectFailure>>),
+    Ping,
+    /// Packets were queued for the connection.
+    Write,
+    Read(std::io::Result<usize>),
 }
+
+async fn read_opt(conn: &mut Option<Stream>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    match conn {
+        Some(c) => c.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+type Opening = oneshot::Receiver<std::result::Result<(Stream, BytesMut), ConnectFailure>>;
 
 /// The state of one network loop.
 struct NetworkLoop {
     cfg: LinkConfig,
+    /// The MQTT password of the next CONNECT (the current SAS token).
+    password: String,
     owner: Weak<dyn LinkOwner>,
     link: Arc<Link>,
-    ev: EventLoop,
+    /// The current connection, after its CONNACK.
+    conn: Option<Stream>,
+    /// Bytes read from the hub not yet parsed into packets.
+    rbuf: BytesMut,
+    /// A connection being opened by the connector task.
+    connecting: Option<Opening>,
     control: mpsc::UnboundedReceiver<Control>,
     status: watch::Sender<LinkStatus>,
     ever_connected: bool,
@@ -557,6 +624,10 @@ struct NetworkLoop {
     /// Expiry of the given token for which `SasTokenRequired` was reported already.
     token_notified: Option<u64>,
     last_rx: Instant,
+    next_ping: Option<Instant>,
+    /// The loop's one timer, armed for `timer_at` (the earliest of its deadlines).
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timer_at: Option<Instant>,
 }
 
 impl NetworkLoop {
@@ -600,22 +671,81 @@ impl NetworkLoop {
         self.signing = Some(rx);
     }
 
+    /// Opens a connection in a task of its own (DNS, proxy, TLS, CONNECT): the loop goes on.
+    fn start_connecting(&mut self) {
+        let params = ConnectParams {
+            host: self.cfg.host.clone(),
+            client_id: self.cfg.client_id.clone(),
+            username: self.cfg.username.clone(),
+            password: self.password.clone(),
+            options: self.cfg.options.clone(),
+            tls: self.cfg.tls.clone(),
+            max_incoming: MAX_INCOMING_PACKET,
+        };
+        let (tx, rx) = oneshot::channel();
+        crate::runtime::handle().spawn(async move {
+            let r = connector::connect(&params, Duration::from_secs(CONNACK_TIMEOUT_SECS)).await;
+            if let Err(Ok((mut stream, _))) = tx.send(r) {
+                stream.close().await; // the loop stopped meanwhile
+            }
+        });
+        self.connecting = Some(rx);
+    }
+
+    /// Writes what is queued for the connection, in one write.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        let bound = (2 * self.keep_alive()).max(Duration::from_secs(10));
+        let (Some(conn), Some(out)) = (self.conn.as_mut(), self.link.take_out()) else { return Ok(()) };
+        match tokio::time::timeout(bound, conn.write_all(out)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the hub stopped reading")),
+        }
+    }
+
+    /// Ends the connection politely: what is queued (acks), DISCONNECT, TLS close_notify.
+    async fn close_connection(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        let goodbye = async {
+            let _ = self.flush().await;
+            if let (Some(conn), Ok(d)) = (self.conn.as_mut(), encode(|b| Disconnect.write(b))) {
+                let _ = conn.write_all(d.freeze()).await;
+                conn.close().await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_BOUND, goodbye).await;
+        self.conn = None;
+        self.rbuf = BytesMut::new();
+        self.link.go_offline();
+    }
+
+    /// The connection failed under us: drop it (no goodbye is possible) and report.
+    fn lose_connection(&mut self, err: Error, reason: ConnectionReason) -> Option<(Error, Option<ConnectionReason>)> {
+        self.conn = None;
+        self.rbuf = BytesMut::new();
+        self.next_ping = None;
+        self.link.go_offline();
+        log::info!("{}: connection lost: {err}", self.cfg.client_id);
+        self.connection_failed(err, reason)
+    }
+
     async fn run(&mut self) {
         let end = loop {
             if let Some(until) = self.drain_until {
-                if self.link.idle() || Instant::now() >= until || self.ev.network.is_none() {
+                if self.link.idle() || Instant::now() >= until || self.conn.is_none() {
                     self.drain_until = None;
-                    if self.ev.network.is_some() {
+                    if self.conn.is_some() {
                         log::debug!("{}: re-authenticating with a new SAS token", self.cfg.client_id);
                         self.renewing = true;
-                        // Drops the socket; anything unacknowledged moves to `pending` and is resent.
-                        self.ev.clean();
+                        // Anything still unacknowledged is re-sent on the new connection.
+                        self.close_connection().await;
                     } else {
                         self.link.set_paused(false);
                     }
                 }
             }
-            let connected = self.ev.network.is_some();
+            let connected = self.conn.is_some();
             // No renewal timer while a token is being signed or after a failed signing's pause.
             let renew_at = if self.drain_until.is_some() {
                 self.drain_until
@@ -625,39 +755,62 @@ impl NetworkLoop {
                 None
             };
             let silent_at = connected.then(|| self.last_rx + 2 * self.keep_alive());
-            let may_poll = self.retry_at.is_none() && !(self.reconnect_when_signed && self.signing.is_some() && !connected);
-            // rumqttc forgets what was pending when the hub has no session for us: keep it aside
-            // while connecting, minus what callers gave up on, and put it back in front after.
-            let stash = (!connected).then(|| {
-                let mut pending: VecDeque<Request> = std::mem::take(&mut self.ev.pending)
-                    .into_iter()
-                    .filter(|r| !matches!(r, Request::Subscribe(_)))
-                    .collect();
-                self.link.withdraw_abandoned(&mut pending);
-                pending
-            });
+            let may_connect = !connected
+                && self.connecting.is_none()
+                && self.retry_at.is_none()
+                && !(self.reconnect_when_signed && self.signing.is_some());
+            if may_connect {
+                self.start_connecting();
+            }
+            let ping_at = if connected { self.next_ping } else { None };
+            // One timer for every deadline of the loop, re-armed only when the earliest one moves:
+            // a sleep per deadline per iteration cost a timer-wheel registration each (perf).
+            let due = [renew_at, self.retry_at, silent_at, ping_at].into_iter().flatten().min();
+            if due != self.timer_at {
+                self.timer_at = due;
+                self.timer.as_mut().reset(due.unwrap_or_else(|| crate::runtime::deadline_after(Duration::MAX)));
+            }
             let step = tokio::select! {
                 biased;
                 c = self.control.recv() => Step::Control(c),
                 s = recv_opt(&mut self.signing) => Step::Signed(s),
-                _ = sleep_until_opt(renew_at) => if self.drain_until.is_some() { Step::DrainTimeout } else { Step::Renew },
-                _ = sleep_until_opt(self.retry_at) => Step::Retry,
-                _ = sleep_until_opt(silent_at) => Step::Silent,
-                r = self.ev.poll(), if may_poll => Step::Event(r),
+                _ = &mut self.timer, if due.is_some() => {
+                    // The earliest deadline that passed; the others fire on the next iterations.
+                    let now = Instant::now();
+                    let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+                    self.timer_at = None;
+                    if passed(renew_at) {
+                        if self.drain_until.is_some() { Step::DrainTimeout } else { Step::Renew }
+                    } else if passed(self.retry_at) {
+                        Step::Retry
+                    } else if passed(silent_at) {
+                        Step::Silent
+                    } else if passed(ping_at) {
+                        Step::Ping
+                    } else {
+                        Step::Write
+                    }
+                }
+                r = recv_opt(&mut self.connecting) => Step::Opened(r),
+                r = read_opt(&mut self.conn, &mut self.rbuf) => Step::Read(r),
+                _ = self.link.wake.notified(), if connected => Step::Write,
             };
-            if let Some(mut s) = stash {
-                s.extend(self.ev.pending.drain(..));
-                self.ev.pending = s;
-            }
-            match step {
-                Step::Control(None) | Step::Control(Some(Control::Stop)) => break (Error::OperationCancelled, None),
-                Step::DrainTimeout => {}
-                Step::Retry => self.retry_at = None,
+            let failure = match step {
+                Step::Control(None) | Step::Control(Some(Control::Stop)) => {
+                    self.close_connection().await;
+                    break (Error::OperationCancelled, None);
+                }
+                Step::DrainTimeout | Step::Write => None,
+                Step::Retry => {
+                    self.retry_at = None;
+                    None
+                }
                 Step::Control(Some(Control::Reauthenticate)) => {
                     // New credentials end a backoff at once.
                     self.retry_at = None;
                     self.reconnect_when_signed = true;
                     self.start_signing(false);
+                    None
                 }
                 Step::Renew => {
                     if !self.cfg.auth.is_renewable() {
@@ -668,15 +821,16 @@ impl NetworkLoop {
                     }
                     self.reconnect_when_signed = true;
                     self.start_signing(true);
+                    None
                 }
                 Step::Signed(result) => {
                     self.signing = None;
                     match result {
                         Some(Ok(token)) => {
                             if let Some(t) = token {
-                                self.ev.mqtt_options.set_credentials(self.cfg.username.clone(), t.token);
+                                self.password = t.token;
                             }
-                            if std::mem::take(&mut self.reconnect_when_signed) && self.ev.network.is_some() {
+                            if std::mem::take(&mut self.reconnect_when_signed) && self.conn.is_some() {
                                 // Hold new publishes back and let the in-flight ones be acknowledged first.
                                 self.link.set_paused(true);
                                 self.drain_until = Some(Instant::now() + RENEWAL_DRAIN);
@@ -690,28 +844,64 @@ impl NetworkLoop {
                         }
                         None => self.reconnect_when_signed = false,
                     }
+                    None
                 }
                 Step::Silent => {
                     log::info!("{}: nothing from the hub for 2 x keep-alive: the link is dead", self.cfg.client_id);
-                    self.ev.clean();
                     let err = Error::ConnectionDropped("no ping response from the hub".into());
-                    if let Some(end) = self.connection_failed(err, ConnectionReason::NoPingResponse) {
-                        break end;
+                    self.lose_connection(err, ConnectionReason::NoPingResponse)
+                }
+                Step::Opened(r) => {
+                    self.connecting = None;
+                    match r {
+                        Some(Ok((stream, rest))) => {
+                            self.conn = Some(stream);
+                            self.rbuf = rest;
+                            if !self.connection_up() {
+                                break (Error::OperationCancelled, None);
+                            }
+                            // Packets the hub sent right after its CONNACK.
+                            self.parse_packets()
+                        }
+                        Some(Err(f)) => {
+                            let token_expired =
+                                self.cfg.auth.current_expiry().is_some_and(|x| x <= crate::auth::unix_now());
+                            let (err, reason) = classify(&f, self.ever_connected, token_expired);
+                            log::info!("{}: connection error: {err}", self.cfg.client_id);
+                            self.connection_failed(err, reason)
+                        }
+                        None => self.connection_failed(Error::ConnectionFailed("the connector stopped".into()), ConnectionReason::NoNetwork),
                     }
                 }
-                Step::Event(Ok(event)) => {
+                Step::Ping => {
+                    self.next_ping = Some(Instant::now() + self.keep_alive());
+                    if let Ok(p) = encode(|b| PingReq.write(b)) {
+                        let mut t = self.link.tracker();
+                        self.link.queue_control(&mut t, &p);
+                    }
+                    None
+                }
+                Step::Read(Ok(0)) => {
+                    let err = Error::ConnectionDropped("the hub closed the connection".into());
+                    self.lose_connection(err, ConnectionReason::CommunicationError)
+                }
+                Step::Read(Ok(_)) => {
                     self.last_rx = Instant::now();
-                    if !self.handle_event(event) {
-                        break (Error::OperationCancelled, None);
-                    }
+                    self.parse_packets()
                 }
-                Step::Event(Err(e)) => {
-                    let token_expired = self.cfg.auth.current_expiry().is_some_and(|x| x <= crate::auth::unix_now());
-                    let (err, reason) = classify(&e, self.ever_connected, token_expired);
-                    log::info!("{}: connection error: {err}", self.cfg.client_id);
-                    if let Some(end) = self.connection_failed(err, reason) {
-                        break end;
-                    }
+                Step::Read(Err(e)) => {
+                    let err = Error::ConnectionDropped(format!("reading from the hub: {e}"));
+                    self.lose_connection(err, ConnectionReason::CommunicationError)
+                }
+            };
+            if let Some(end) = failure {
+                break end;
+            }
+            // Everything this step queued (acks, re-subscriptions, a ping) goes out in one write.
+            if let Err(e) = self.flush().await {
+                let err = Error::ConnectionDropped(format!("writing to the hub: {e}"));
+                if let Some(end) = self.lose_connection(err, ConnectionReason::CommunicationError) {
+                    break end;
                 }
             }
         };
@@ -725,6 +915,49 @@ impl NetworkLoop {
             e => LinkStatus::Failed(e),
         });
         self.report(LinkEvent::Ended);
+    }
+
+    /// A CONNACK accepted the connection: re-send what is unacknowledged, report it; false when
+    /// the owner is gone.
+    fn connection_up(&mut self) -> bool {
+        self.ever_connected = true;
+        self.attempt = 0;
+        self.outage_since = None;
+        self.last_rx = Instant::now();
+        let ka = self.keep_alive();
+        self.next_ping = (!ka.is_zero()).then(|| Instant::now() + ka);
+        self.link.go_online();
+        self.link.set_paused(false);
+        // Re-subscriptions go out before anyone waiting for "connected" can queue a request.
+        let renewal = std::mem::take(&mut self.renewing);
+        let alive = self.report(LinkEvent::Connected { renewal });
+        self.link.connacks.send_modify(|n| *n += 1);
+        let _ = self.status.send(LinkStatus::Connected);
+        alive
+    }
+
+    /// Handles every complete packet in the read buffer; a malformed one drops the connection.
+    fn parse_packets(&mut self) -> Option<(Error, Option<ConnectionReason>)> {
+        loop {
+            match Packet::read(&mut self.rbuf, MAX_INCOMING_PACKET) {
+                Ok(p) => {
+                    if !self.handle_packet(p) {
+                        return Some((Error::OperationCancelled, None));
+                    }
+                }
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
+                Err(e) => {
+                    let err = Error::ConnectionDropped(format!("malformed packet from the hub: {e}"));
+                    return self.lose_connection(err, ConnectionReason::CommunicationError);
+                }
+            }
+        }
+        // Everything consumed: give the buffer back (an idle client then holds no read buffer,
+        // and a large packet's growth is not kept); the next read takes a fresh READ_CHUNK.
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        None
     }
 
     fn retry_interval(&self) -> Duration {
@@ -779,39 +1012,19 @@ impl NetworkLoop {
         None
     }
 
-    /// Handles one rumqttc event; false when the owner is gone.
-    fn handle_event(&mut self, event: Event) -> bool {
-        match event {
-            Event::Incoming(Incoming::ConnAck(_)) => {
-                self.ever_connected = true;
-                self.attempt = 0;
-                self.outage_since = None;
-                self.link.set_paused(false);
-                // Re-subscriptions go out before anyone waiting for "connected" can queue a request.
-                let renewal = std::mem::take(&mut self.renewing);
-                let alive = self.report(LinkEvent::Connected { renewal });
-                self.link.connacks.send_modify(|n| *n += 1);
-                let _ = self.status.send(LinkStatus::Connected);
-                alive
-            }
-            Event::Incoming(Incoming::Publish(p)) => self.report(LinkEvent::Publish(p)),
-            Event::Incoming(Incoming::PubAck(a)) => {
+    /// Handles one packet from the hub; false when the owner is gone.
+    fn handle_packet(&mut self, packet: Packet) -> bool {
+        match packet {
+            Packet::Publish(p) => self.report(LinkEvent::Publish(p)),
+            Packet::PubAck(a) => {
                 self.link.on_puback(a.pkid);
                 true
             }
-            Event::Incoming(Incoming::SubAck(s)) => {
+            Packet::SubAck(s) => {
                 if s.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
                     log::warn!("{}: the hub refused a subscription", self.cfg.client_id);
                 }
                 self.link.on_suback();
-                true
-            }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                self.link.on_outgoing_publish(pkid);
-                true
-            }
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
-                self.link.on_collision(pkid);
                 true
             }
             _ => true,
@@ -841,15 +1054,15 @@ mod tests {
 
     #[test]
     fn connack_codes_map_to_errors_and_reasons() {
-        let (e, r) = classify(&ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized), false, false);
+        let (e, r) = classify(&ConnectFailure::Refused(ConnectReturnCode::NotAuthorized), false, false);
         assert_eq!(e.kind(), ErrorKind::Credential);
         assert_eq!(r, ConnectionReason::BadCredential);
-        let (_, r) = classify(&ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword), true, true);
+        let (_, r) = classify(&ConnectFailure::Refused(ConnectReturnCode::BadUserNamePassword), true, true);
         assert_eq!(r, ConnectionReason::ExpiredSasToken);
-        let (e, r) = classify(&ConnectionError::ConnectionRefused(ConnectReturnCode::ServiceUnavailable), false, false);
+        let (e, r) = classify(&ConnectFailure::Refused(ConnectReturnCode::ServiceUnavailable), false, false);
         assert_eq!(e.kind(), ErrorKind::ConnectionFailed);
         assert_eq!(r, ConnectionReason::DeviceDisabled);
-        let (e, _) = classify(&ConnectionError::NetworkTimeout, false, false);
+        let (e, _) = classify(&ConnectFailure::Timeout, false, false);
         assert_eq!(e.kind(), ErrorKind::OperationTimeout);
     }
 

@@ -182,9 +182,21 @@ async fn relay(client: TcpStream, mut cuts: broadcast::Receiver<Cut>, shared: &A
     };
     let (up_read, up_write) = upstream.into_split();
     let cut = tokio::select! {
-        _ = pump(client_read, &up_write, shared) => Cut::Fin,
-        _ = pump(up_read, &client_write, shared) => Cut::Fin,
-        cut = cuts.recv() => cut.unwrap_or(Cut::Fin),
+        _ = pump(client_read, &up_write, shared) => None,
+        _ = pump(up_read, &client_write, shared) => None,
+        cut = cuts.recv() => Some(cut.unwrap_or(Cut::Fin)),
+    };
+    let cut = match cut {
+        Some(cut) => cut,
+        // A black hole forwards no FIN either (upstream giving up on the silent link must not
+        // tell the client): the client's side stays open until a cut or the proxy's end.
+        None if *shared.mode.borrow() == Mode::BlackHole => {
+            close(up_write, Cut::Fin);
+            let cut = cuts.recv().await.unwrap_or(Cut::Fin);
+            close(client_write, cut);
+            return;
+        }
+        None => Cut::Fin,
     };
     close(up_write, cut);
     close(client_write, cut);

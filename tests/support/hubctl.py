@@ -125,6 +125,9 @@ class Hub:
         self.hostname: str = info["hostname"]
         self.mqtt_port: int = int(info["mqttPort"])
         self.https_port: int = int(info["httpsPort"])
+        # The AMQP listener and the Event Hub-compatible endpoint (absent from older emulators).
+        self.amqp_port: Optional[int] = info.get("amqpPort")
+        self.event_hub_connection_string: Optional[str] = info.get("eventHubConnectionString")
         self.ca_file: str = info["caFile"]
         self.ca_pem: str = Path(self.ca_file).read_text()
         self.service_connection_string: str = info["serviceConnectionString"]

@@ -292,7 +292,7 @@ impl Dps {
             Ok(state) => state,
             Err(message) => return Answer::error(500, 500000, message),
         };
-        let operation_id = format!("4.{:016x}.{}", rand::random::<u64>(), uuid_like());
+        let operation_id = format!("4.{:016x}.{}", rand::random::<u64>(), crate::hub::registry::generate_guid());
         let done = json!({"operationId": operation_id, "status": "assigned", "registrationState": state});
         let mut locked = self.lock();
         // One live operation per registration keeps the table bounded by the number of devices.
@@ -381,11 +381,6 @@ impl Dps {
         }
         Ok(record)
     }
-}
-
-fn uuid_like() -> String {
-    let n = rand::random::<u128>();
-    format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", n >> 96, (n >> 80) & 0xffff, (n >> 64) & 0xffff, (n >> 48) & 0xffff, n & 0xffff_ffff_ffff)
 }
 
 fn check_if_match(if_match: Option<&str>, current: Option<&Value>) -> Result<(), (u16, String)> {

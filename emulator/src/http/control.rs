@@ -1,6 +1,8 @@
 //! Owns the emulator's control API under `/emulator/...` (service SAS auth, ServiceConnect):
-//! the telemetry event log with long-polling, C2D and module-input injection, routes, and
-//! connection drops for fault injection. Documented in emulator/README.md.
+//! the telemetry event log with long-polling, C2D and module-input injection, routes, connection
+//! drops for fault injection, and the Event Hub-compatible endpoint's consumer groups and the
+//! message routes that send twin change events to it.
+//! Documented in emulator/README.md.
 
 use std::time::Duration;
 
@@ -38,6 +40,10 @@ pub async fn route(ctx: &Context, req: &ApiRequest) -> Option<Result<Reply, HubE
         ["devices", d, "messages", "devicebound"] if post => c2d(ctx, req, d),
         ["devices", d, "modules", m, "inputs", input] if post => module_input(ctx, req, d, m, input),
         ["routes"] => routes(ctx, req),
+        ["consumerGroups"] if req.method == Method::GET => consumer_groups(ctx),
+        ["messageRoutes"] if req.method == Method::GET => Ok(response::ok(&json!({"routes": ctx.hub.message_routes()}))),
+        ["messageRoutes", name] => message_route(ctx, req, name),
+        ["consumerGroups", name] => consumer_group(ctx, req, name),
         ["devices", d, "disconnect"] if post => disconnect(ctx, Identity::device(*d)),
         ["devices", d, "modules", m, "disconnect"] if post => disconnect(ctx, Identity::module(*d, *m)),
         ["events"] | ["devices", ..] => Err(method_not_allowed(req)),
@@ -103,16 +109,9 @@ fn device_bound_message(req: &ApiRequest) -> Result<DeviceBoundMessage, HubError
 
 fn c2d(ctx: &Context, req: &ApiRequest, device_id: &str) -> Result<Reply, HubError> {
     let mut msg = device_bound_message(req)?;
-    if msg.body.len() > limits::MAX_C2D_BYTES {
-        return Err(HubError::new(
-            error::MESSAGE_TOO_LARGE,
-            format!("The C2D message is {} bytes; the limit is {}", msg.body.len(), limits::MAX_C2D_BYTES),
-        ));
-    }
-    ctx.hub.check_identity(&Identity::device(device_id))?;
-    msg.properties.to = Some(format!("/devices/{device_id}/messages/devicebound"));
-    let delivered = ctx.broker.deliver_c2d(device_id, msg)?;
-    ctx.hub.count_c2d(device_id);
+    // `iothub-ack` as the service SDKs set it: feedback on /messages/servicebound/feedback.
+    msg.properties.ack = optional_string(&req.json()?, "ack")?;
+    let delivered = ctx.broker.accept_c2d(device_id, msg)?;
     Ok(response::ok(&json!({"delivered": delivered, "pendingCount": ctx.hub.pending_c2d_count(device_id)})))
 }
 
@@ -149,6 +148,38 @@ fn routes(ctx: &Context, req: &ApiRequest) -> Result<Reply, HubError> {
             }
             Ok(response::ok(&json!({"routes": ctx.hub.merge_routes(changes)?})))
         }
+        _ => Err(method_not_allowed(req)),
+    }
+}
+
+/// The Event Hub-compatible endpoint's consumer groups (IoT Hub manages them through ARM).
+fn consumer_groups(ctx: &Context) -> Result<Reply, HubError> {
+    Ok(response::ok(&json!({"consumerGroups": ctx.amqp.eventhub().consumer_groups()})))
+}
+
+fn consumer_group(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, HubError> {
+    let endpoint = ctx.amqp.eventhub();
+    match req.method {
+        Method::PUT => {
+            endpoint.create_consumer_group(name).map_err(HubError::invalid)?;
+            Ok(response::ok(&json!({"name": name})))
+        }
+        Method::DELETE if endpoint.delete_consumer_group(name) => Ok(response::no_content()),
+        Method::DELETE => Err(HubError::new(error::NOT_FOUND, format!("No consumer group '{name}' (and $Default stays)"))),
+        _ => Err(method_not_allowed(req)),
+    }
+}
+
+/// IoT Hub message routes (ARM's `routing.routes`): `{"source": "TwinChangeEvents", "endpointNames": ["events"]}`.
+fn message_route(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, HubError> {
+    match req.method {
+        Method::PUT => {
+            let route = serde_json::from_value(req.json()?)
+                .map_err(|e| HubError::invalid(format!("A route is {{\"source\", \"endpointNames\", \"condition\", \"isEnabled\"}}: {e}")))?;
+            Ok(response::ok(&json!({"routes": ctx.hub.put_message_route(name, route)?})))
+        }
+        Method::DELETE if ctx.hub.delete_message_route(name) => Ok(response::no_content()),
+        Method::DELETE => Err(HubError::new(error::NOT_FOUND, format!("No message route '{name}'"))),
         _ => Err(method_not_allowed(req)),
     }
 }

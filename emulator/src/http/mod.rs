@@ -30,6 +30,8 @@ pub struct Context {
     pub broker: Arc<Broker>,
     pub dps: Arc<crate::dps::Dps>,
     pub files: Arc<crate::files::Files>,
+    /// The AMQP server, for AMQP over WebSockets and the Event Hub endpoint's consumer groups.
+    pub amqp: Arc<crate::amqp::AmqpServer>,
     pub limits: HttpLimits,
 }
 
@@ -66,7 +68,13 @@ impl Context {
         let dps = crate::dps::Dps::new(hub.clone(), None)?;
         broker.attach_dps(dps.clone());
         let files = crate::files::Files::new(hub.hostname().to_owned(), None);
-        Ok(Context { hub, broker, dps, files, limits: HttpLimits::default() })
+        let amqp = crate::amqp::AmqpServer::new(
+            hub.clone(),
+            broker.clone(),
+            crate::amqp::AmqpLimits::default(),
+            crate::amqp::eventhub::EventHubEndpoint::new(hub.clone()),
+        );
+        Ok(Context { hub, broker, dps, files, amqp, limits: HttpLimits::default() })
     }
 }
 
@@ -126,7 +134,7 @@ pub async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let result = if websocket::is_upgrade(&req) {
-        websocket::upgrade(req, ctx.broker.clone(), peer_chain)
+        websocket::upgrade(req, ctx.broker.clone(), ctx.amqp.clone(), peer_chain)
     } else {
         dispatch(&ctx, req, peer_chain).await
     };

@@ -8,7 +8,8 @@
 //! (`DeviceMaximumQueueDepthExceeded` beyond), a time to live of one hour unless the message's
 //! `expiryTimeUtc` says otherwise, and dead-lettering after 10 deliveries. Routed copies for a
 //! module follow IoT Edge hub's store-and-forward defaults (2 h time to live) with a bound on
-//! how many are kept.
+//! how many are kept. Every message that leaves for good is reported as [`Settled`] with its
+//! outcome, from which the hub writes C2D feedback (`feedback`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,6 +19,7 @@ use ironhub_protocol::topics::PropertyBag;
 use serde::{Deserialize, Serialize};
 
 use super::error::{self, HubError};
+use super::feedback::FeedbackStatus;
 use super::DeviceBoundMessage;
 use crate::Identity;
 
@@ -73,21 +75,59 @@ fn expiry_of(properties: &PropertyBag) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
 }
 
+/// A message that left its queue for good: completed, expired or dead-lettered. The hub deletes
+/// its stored row and, for a C2D message sent with `iothub-ack`, records its feedback.
+#[derive(Clone, Debug)]
+pub struct Settled {
+    pub to: Identity,
+    pub lock_token: u64,
+    pub message: DeviceBoundMessage,
+    pub status: FeedbackStatus,
+}
+
+impl Settled {
+    fn of(to: &Identity, m: &PendingMessage, status: FeedbackStatus) -> Settled {
+        Settled { to: to.clone(), lock_token: m.lock_token, message: m.message.clone(), status }
+    }
+}
+
 #[derive(Default)]
 pub struct PendingQueues {
     queues: HashMap<Identity, VecDeque<PendingMessage>>,
     next_token: u64,
+    settled: Vec<Settled>,
 }
 
 impl PendingQueues {
     fn purge_expired(&mut self, to: &Identity, now_ms: i64) {
         if let Some(queue) = self.queues.get_mut(to) {
             let before = queue.len();
-            queue.retain(|m| m.expires_at_ms > now_ms);
+            let settled = &mut self.settled;
+            queue.retain(|m| {
+                let live = m.expires_at_ms > now_ms;
+                if !live {
+                    settled.push(Settled::of(to, m, FeedbackStatus::Expired));
+                }
+                live
+            });
             if queue.len() != before {
                 log::info!("hub: {} message(s) for {to} expired undelivered", before - queue.len());
             }
         }
+    }
+
+    /// Drops every expired message of every identity (their [`Settled`] records say so).
+    pub fn purge_all_expired(&mut self, now_ms: i64) {
+        let ids: Vec<Identity> = self.queues.keys().cloned().collect();
+        for id in ids {
+            self.purge_expired(&id, now_ms);
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+    }
+
+    /// The messages that left their queue for good since the last call, and why.
+    pub fn take_settled(&mut self) -> Vec<Settled> {
+        std::mem::take(&mut self.settled)
     }
 
     /// Accepts a message for `to`. A device's C2D queue holds at most 50 (403004 beyond); a
@@ -133,10 +173,12 @@ impl PendingQueues {
         self.purge_expired(to, now_ms);
         let mut sent = Vec::new();
         let Some(queue) = self.queues.get_mut(to) else { return sent };
+        let settled = &mut self.settled;
         queue.retain(|m| {
             let dead = m.delivery_count >= MAX_DELIVERY_COUNT && m.in_flight.is_none_or(|(c, _)| c != conn_id);
             if dead {
                 log::info!("hub: message {} for {to} dead-lettered after {MAX_DELIVERY_COUNT} deliveries", m.lock_token);
+                settled.push(Settled::of(to, m, FeedbackStatus::DeliveryCountExceeded));
             }
             !dead
         });
@@ -160,11 +202,12 @@ impl PendingQueues {
     pub fn acknowledge(&mut self, to: &Identity, conn_id: u64, pkid: u16) -> Option<u64> {
         let queue = self.queues.get_mut(to)?;
         let at = queue.iter().position(|m| m.in_flight == Some((conn_id, pkid)))?;
-        let done = queue.remove(at).map(|m| m.lock_token);
+        let done = queue.remove(at)?;
         if queue.is_empty() {
             self.queues.remove(to);
         }
-        done
+        self.settled.push(Settled::of(to, &done, FeedbackStatus::Success));
+        Some(done.lock_token)
     }
 
     /// The stored form of one waiting message.
@@ -303,6 +346,33 @@ mod tests {
         let kept = q.peek(&module);
         assert_eq!(kept.len(), MAX_MODULE_PENDING);
         assert_eq!(kept[0].message.body, bytes::Bytes::from("1"));
+    }
+
+    #[test]
+    fn every_final_outcome_is_reported_once() {
+        let dev = Identity::device("d");
+        let mut q = PendingQueues::default();
+        let statuses = |q: &mut PendingQueues| q.take_settled().into_iter().map(|s| (s.lock_token, s.status)).collect::<Vec<_>>();
+        let done = q.enqueue(&dev, None, msg("done"), 0, 0).unwrap();
+        q.deliver(&dev, 1, 0, |_| Some(1));
+        assert!(statuses(&mut q).is_empty(), "in flight is not final");
+        q.acknowledge(&dev, 1, 1);
+        assert_eq!(statuses(&mut q), vec![(done, FeedbackStatus::Success)]);
+
+        let mut short = msg("short");
+        short.properties.expiry_time_utc = Some("1970-01-01T00:00:01.000Z".into());
+        let expired = q.enqueue(&dev, None, short, 0, 0).unwrap();
+        q.purge_all_expired(999);
+        assert!(statuses(&mut q).is_empty());
+        q.purge_all_expired(1000);
+        assert_eq!(statuses(&mut q), vec![(expired, FeedbackStatus::Expired)]);
+
+        let dead = q.enqueue(&dev, None, msg("never acked"), 0, 0).unwrap();
+        for conn in 0..=u64::from(MAX_DELIVERY_COUNT) {
+            q.deliver(&dev, conn, 0, |_| Some(1));
+        }
+        assert_eq!(statuses(&mut q), vec![(dead, FeedbackStatus::DeliveryCountExceeded)]);
+        assert!(statuses(&mut q).is_empty(), "reported once");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - `auth`: service policies, device SAS and X.509 checks. `routes`: Edge routes.
 //! - `events`: the telemetry log. `query`: the twin query language. `persist`: atomic files.
 //! - `devicebound`: C2D and module-input messages waiting for their PUBACK.
+//! - `feedback`: C2D delivery feedback (`iothub-ack`) and the queue the service reads it from.
 //! - `store`: the SQLite database of the state directory, written off the async workers.
 //! - `throttle`: the optional S1 limits (`--throttle s1`).
 //! - `identities`: registry operations. `service_twins`: twins as the service API sees them.
@@ -21,6 +22,7 @@ pub mod devicebound;
 pub mod error;
 pub mod etag;
 pub mod events;
+pub mod feedback;
 mod identities;
 pub mod persist;
 pub mod query;
@@ -30,6 +32,7 @@ mod service_twins;
 pub mod store;
 pub mod throttle;
 pub mod twin;
+pub mod twin_changes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,7 +49,7 @@ use crate::Identity;
 
 pub use auth::{ConnectRefusal, Right};
 pub use error::{HubError, TwinError};
-pub use events::{EventFilter, StoredEvent, TelemetryRecord};
+pub use events::{EventFilter, EventSource, StoredEvent, TelemetryRecord};
 pub use registry::{AuthType, Authentication, DeviceRecord, ModuleRecord};
 pub use routes::RouteTarget;
 pub use twin::{DesiredNotification, Twin};
@@ -83,6 +86,8 @@ pub struct HubConfig {
     /// Roots `certificateAuthority` device chains may end at (from `--ca-cert`), besides the
     /// certificates registered through `/certificates/{name}`.
     pub ca_roots: Vec<CertificateDer<'static>>,
+    /// Partitions of the Event Hub-compatible endpoint; 0: IoT Hub's default, 4.
+    pub partition_count: u32,
 }
 
 struct ModuleEntry {
@@ -101,7 +106,10 @@ struct State {
     devices: BTreeMap<String, DeviceEntry>,
     routes: routes::RouteTable,
     pending: devicebound::PendingQueues,
+    feedback: feedback::FeedbackQueue,
     events: events::EventLog,
+    /// IoT Hub message routes (`TwinChangeEvents` into `events`); in memory only.
+    message_routes: twin_changes::MessageRoutes,
     /// Source of registry ETags: bumped on every device or module write.
     revision: u64,
 }
@@ -159,7 +167,12 @@ pub struct Hub {
     state: Mutex<State>,
     /// Carries the last event sequence number; long-pollers wait for it to change.
     events_signal: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever feedback is recorded or released; feedback receivers wait for it to change.
+    feedback_signal: tokio::sync::watch::Sender<u64>,
 }
+
+/// The meta row that holds the feedback queue.
+const FEEDBACK_META_KEY: &str = "feedback";
 
 /// IoT Hub's default retention of device-to-cloud messages: one day.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -197,8 +210,12 @@ impl State {
         }
         state.routes.merge(loaded.routes.into_iter().map(|(n, r)| (n, Some(r))).collect())?;
         state.pending = devicebound::PendingQueues::from_stored(loaded.pending.iter().filter_map(|d| serde_json::from_str(d).ok()).collect());
+        if let Some(doc) = loaded.meta.get(FEEDBACK_META_KEY) {
+            state.feedback = serde_json::from_str(doc).unwrap_or_default();
+            state.feedback.release_all();
+        }
         let events = loaded.events.iter().filter_map(|(seq, doc)| StoredEvent::from_doc(*seq, doc)).collect();
-        state.events = events::EventLog::restore(events, loaded.last_event_sequence);
+        state.events = events::EventLog::restore(events, loaded.last_event_sequence, events::DEFAULT_PARTITIONS);
         Ok(Some((state, key)))
     }
 
@@ -231,7 +248,13 @@ impl State {
         writes.push(store::Write::Meta { key: "revision", value: self.revision.to_string() });
         writes.push(store::Write::Routes(self.routes.texts()));
         writes.extend(self.pending.to_stored().into_iter().map(Self::pending_write));
+        writes.push(self.feedback_write());
         writes
+    }
+
+    /// The feedback queue is small and bounded: it is stored whole, as one meta row.
+    fn feedback_write(&self) -> store::Write {
+        store::Write::Meta { key: FEEDBACK_META_KEY, value: serde_json::to_string(&self.feedback).unwrap_or_default() }
     }
 
     fn pending_write(p: devicebound::StoredPending) -> store::Write {
@@ -294,6 +317,8 @@ impl Hub {
         if let Some(legacy) = imported {
             let _ = std::fs::rename(&legacy, legacy.with_extension("json.imported"));
         }
+        let partitions = if config.partition_count == 0 { events::DEFAULT_PARTITIONS } else { config.partition_count };
+        state.events = std::mem::take(&mut state.events).repartition(partitions);
         Ok(Hub {
             hostname: config.hostname,
             policy_key,
@@ -303,6 +328,7 @@ impl Hub {
             certificates: Mutex::new(certificates::Certificates::new(config.ca_roots, stored_certificates.as_deref())?),
             state: Mutex::new(state),
             events_signal: tokio::sync::watch::channel(0).0,
+            feedback_signal: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -359,6 +385,11 @@ impl Hub {
     /// How long telemetry is kept.
     pub fn retention(&self) -> Duration {
         self.retention
+    }
+
+    /// The hub's name: the first label of its host name (the Event Hub-compatible entity, `hubName`).
+    pub fn hub_name(&self) -> &str {
+        self.hostname.split('.').next().unwrap_or_default()
     }
 
     pub fn hostname(&self) -> &str {
@@ -501,19 +532,61 @@ impl Hub {
     }
 
     pub fn patch_reported(&self, id: &Identity, patch: &Value) -> Result<u64, TwinError> {
-        let patch = patch.as_object().ok_or_else(|| HubError::invalid("A reported properties patch must be a JSON object"))?;
+        let object = patch.as_object().ok_or_else(|| HubError::invalid("A reported properties patch must be a JSON object"))?;
         let now = now_iso();
-        self.with_twin(id, |twin| twin.patch_reported(patch, &now))
+        let (reported_version, twin_version) =
+            self.with_twin(id, |twin| Ok((twin.patch_reported(object, &now)?, twin.version)))?;
+        let change = twin_changes::Change {
+            op: twin_changes::Operation::Update,
+            section: "reported",
+            changed: patch,
+            section_version: reported_version,
+            twin_version,
+        };
+        self.twin_changed(id, &change);
+        Ok(reported_version)
+    }
+
+    /// Puts a twin change event on the Event Hub-compatible endpoint when a `TwinChangeEvents`
+    /// route sends them there.
+    fn twin_changed(&self, id: &Identity, change: &twin_changes::Change<'_>) {
+        if !self.lock().message_routes.twin_changes_enabled() {
+            return;
+        }
+        let event = twin_changes::change_event(self.hub_name(), id, change, &now_iso());
+        self.record_event(EventSource::TwinChangeEvents, event);
+    }
+
+    /// Adds or replaces an IoT Hub message route (only `TwinChangeEvents` into `events`).
+    pub fn put_message_route(&self, name: &str, route: twin_changes::MessageRoute) -> Result<Value, HubError> {
+        let mut state = self.lock();
+        state.message_routes.put(name, route)?;
+        Ok(state.message_routes.to_json())
+    }
+
+    pub fn delete_message_route(&self, name: &str) -> bool {
+        self.lock().message_routes.remove(name)
+    }
+
+    pub fn message_routes(&self) -> Value {
+        self.lock().message_routes.to_json()
     }
 
     pub fn record_telemetry(&self, msg: TelemetryRecord) -> u64 {
+        self.record_event(EventSource::Telemetry, msg)
+    }
+
+    /// Appends an event for the Event Hub-compatible endpoint (and, telemetry, the events API).
+    pub fn record_event(&self, source: EventSource, msg: TelemetryRecord) -> u64 {
         let now = now_iso();
         let seq = {
             let mut state = self.lock();
-            if let Some(device) = state.devices.get_mut(&msg.device_id) {
-                device.record.presence.last_activity_time = Some(now.clone());
+            if source == EventSource::Telemetry {
+                if let Some(device) = state.devices.get_mut(&msg.device_id) {
+                    device.record.presence.last_activity_time = Some(now.clone());
+                }
             }
-            let seq = state.events.append(msg, now);
+            let seq = state.events.append_from(source, msg, now, now_ms());
             self.store_writes(|| {
                 let mut writes = Vec::new();
                 if let Some(event) = state.events.last() {
@@ -545,6 +618,11 @@ impl Hub {
         msg: DeviceBoundMessage,
         delay: Duration,
     ) -> Result<u64, HubError> {
+        if let Some(ack) = &msg.properties.ack {
+            if feedback::AckMode::parse(ack).is_none() {
+                return Err(HubError::invalid(format!("iothub-ack must be none, positive, negative or full, not '{ack}'")));
+            }
+        }
         let mut state = self.lock();
         Self::identity_exists(&state, to)?;
         let now = now_ms();
@@ -560,14 +638,96 @@ impl Hub {
         let sent = state.pending.deliver(to, conn_id, now_ms(), send);
         // The delivery count survives a restart, so a redelivery after it still carries DUP.
         self.store_writes(|| sent.iter().filter_map(|t| state.pending.stored(to, *t)).map(State::pending_write).collect());
+        self.settle(&mut state);
     }
 
     /// A PUBACK from `to` on connection `conn_id`: completes the message sent with `pkid`.
     pub fn acknowledge_devicebound(&self, to: &Identity, conn_id: u64, pkid: u16) {
         let mut state = self.lock();
-        if let Some(lock_token) = state.pending.acknowledge(to, conn_id, pkid) {
-            self.store_writes(|| vec![store::Write::PendingDelete { lock_token }]);
+        state.pending.acknowledge(to, conn_id, pkid);
+        self.settle(&mut state);
+    }
+
+    /// Deletes the stored rows of the messages that left their queues for good and records the
+    /// feedback their senders asked for (`iothub-ack`; C2D only). Call with the lock held.
+    fn settle(&self, state: &mut State) {
+        let settled = state.pending.take_settled();
+        if settled.is_empty() {
+            return;
         }
+        let mut recorded = false;
+        for s in &settled {
+            let ack = s.message.properties.ack.as_deref().and_then(feedback::AckMode::parse).unwrap_or(feedback::AckMode::None);
+            if s.to.module_id.is_some() || !ack.wants(s.status) {
+                continue;
+            }
+            let generation = state.devices.get(&s.to.device_id).map(|d| d.record.generation_id.as_str()).unwrap_or("");
+            let message_id = s.message.properties.message_id.as_deref().unwrap_or("");
+            let record = feedback::FeedbackRecord::new(&s.to.device_id, generation, message_id, s.status, now_iso());
+            state.feedback.record(record, now_ms());
+            recorded = true;
+        }
+        self.store_writes(|| {
+            let mut writes: Vec<store::Write> =
+                settled.iter().map(|s| store::Write::PendingDelete { lock_token: s.lock_token }).collect();
+            if recorded {
+                writes.push(state.feedback_write());
+            }
+            writes
+        });
+        if recorded {
+            self.feedback_signal.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Drops every expired device-bound message now (with its feedback), rather than when its
+    /// recipient next connects.
+    pub fn sweep_devicebound(&self) {
+        let mut state = self.lock();
+        state.pending.purge_all_expired(now_ms());
+        self.settle(&mut state);
+    }
+
+    // ---- C2D feedback (the service's `/messages/servicebound/feedback`) ----
+
+    /// The next feedback message for a receiver (expired C2D messages are swept first); it stays
+    /// queued until [`complete_feedback`](Self::complete_feedback) or is put back by
+    /// [`release_feedback`](Self::release_feedback).
+    pub fn take_feedback(&self) -> Option<feedback::FeedbackMessage> {
+        self.sweep_devicebound();
+        let mut state = self.lock();
+        let taken = state.feedback.take(now_ms(), &now_iso());
+        if taken.is_some() {
+            // A new batch or a higher delivery count.
+            self.store_writes(|| vec![state.feedback_write()]);
+        }
+        taken
+    }
+
+    /// The receiver accepted feedback message `lock_token`. False when it was not outstanding.
+    pub fn complete_feedback(&self, lock_token: u64) -> bool {
+        let mut state = self.lock();
+        let done = state.feedback.complete(lock_token);
+        if done {
+            self.store_writes(|| vec![state.feedback_write()]);
+        }
+        done
+    }
+
+    /// The receiver released, abandoned or lost feedback message `lock_token`: it goes out again.
+    pub fn release_feedback(&self, lock_token: u64) {
+        self.lock().feedback.release(lock_token);
+        self.feedback_signal.send_modify(|n| *n += 1);
+    }
+
+    /// Feedback records waiting (batched or not) for a receiver to accept them.
+    pub fn feedback_count(&self) -> usize {
+        self.lock().feedback.len()
+    }
+
+    /// Changes whenever feedback may have become available: receivers wait on it.
+    pub fn feedback_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.feedback_signal.subscribe()
     }
 
     /// Whether message `lock_token` for `to` went out (or was already completed).
@@ -618,6 +778,56 @@ impl Hub {
 
     pub fn last_event_sequence(&self) -> u64 {
         self.lock().events.last_sequence()
+    }
+
+    // ---- the Event Hub-compatible endpoint's reads ----
+
+    pub fn partition_count(&self) -> u32 {
+        self.lock().events.partition_count()
+    }
+
+    /// Up to `limit` events of `partition` after hub-wide sequence number `after`, and the hub-wide
+    /// sequence number the reader may go on after when none were found. Events older than the
+    /// in-memory log come from the store (those of the retention period).
+    pub fn partition_events_after(&self, partition: u32, after: u64, limit: usize) -> (Vec<StoredEvent>, u64) {
+        let (first_in_memory, in_memory) = {
+            let state = self.lock();
+            (state.events.first_sequence(), state.events.partition_after(partition, after, limit))
+        };
+        let (Some(store), Some(first)) = (&self.store, first_in_memory) else { return (in_memory, after) };
+        if after + 1 >= first {
+            return (in_memory, after);
+        }
+        // Rows of every partition are scanned: a bounded number per call.
+        let rows = store.events_between(after, first, limit * 8);
+        let scanned_to = rows.last().map_or(first - 1, |(seq, _)| *seq);
+        let older: Vec<StoredEvent> = rows
+            .iter()
+            .filter_map(|(seq, doc)| StoredEvent::from_doc(*seq, doc))
+            .filter(|e| e.partition == partition)
+            .take(limit)
+            .collect();
+        match older.last() {
+            Some(last) => {
+                let last = last.sequence_number;
+                (older, last)
+            }
+            None => (Vec::new(), scanned_to),
+        }
+    }
+
+    /// The first retained event of `partition` that `pred` accepts.
+    pub fn partition_find(&self, partition: u32, pred: impl Fn(&StoredEvent) -> bool) -> Option<StoredEvent> {
+        self.lock().events.partition_find(partition, pred)
+    }
+
+    pub fn partition_info(&self, partition: u32) -> events::PartitionInfo {
+        self.lock().events.partition_info(partition)
+    }
+
+    /// Changes whenever an event is appended (its value: the newest hub-wide sequence number).
+    pub fn subscribe_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_signal.subscribe()
     }
 
     /// Merges named routes (`None` removes one); all-or-nothing; persisted.

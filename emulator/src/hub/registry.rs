@@ -289,6 +289,12 @@ pub fn generate_generation_id() -> String {
     format!("{}", rand::thread_rng().next_u64() % 1_000_000_000_000_000_000)
 }
 
+/// A random GUID in its 8-4-4-4-12 hex form (DPS operation ids, feedback message ids).
+pub fn generate_guid() -> String {
+    let n = rand::random::<u128>();
+    format!("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", n >> 96, (n >> 80) & 0xffff, (n >> 64) & 0xffff, (n >> 48) & 0xffff, n & 0xffff_ffff_ffff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::error::HubError;
 use super::twin::{self, DesiredNotification};
-use super::{etag, now_iso, query, DeviceEntry, Hub, ModuleEntry};
+use super::{etag, now_iso, query, twin_changes, DeviceEntry, Hub, ModuleEntry};
 use crate::Identity;
 
 impl Hub {
@@ -80,16 +80,24 @@ impl Hub {
         let tags = section(body.get("tags"), "tags")?;
         let desired = section(body.get("properties").and_then(|p| p.get("desired")), "desired properties")?;
         let now = now_iso();
-        let notification = self.with_twin(id, |twin| {
+        let (notification, desired_version, twin_version) = self.with_twin(id, |twin| {
             if !etag::if_match_allows(if_match, &twin.etag()) {
                 return Err(HubError::precondition_failed());
             }
-            if replace {
-                twin.replace(&tags.unwrap_or_default(), &desired.unwrap_or_default(), &now).map(Some)
+            let notification = if replace {
+                twin.replace(&tags.clone().unwrap_or_default(), &desired.clone().unwrap_or_default(), &now).map(Some)?
             } else {
-                twin.patch(tags.as_ref(), desired.as_ref(), &now)
-            }
+                twin.patch(tags.as_ref(), desired.as_ref(), &now)?
+            };
+            Ok((notification, twin.desired_version, twin.version))
         })?;
+        if notification.is_some() {
+            let op = if replace { twin_changes::Operation::Replace } else { twin_changes::Operation::Update };
+            let changed = Value::Object(desired.unwrap_or_default());
+            let change =
+                twin_changes::Change { op, section: "desired", changed: &changed, section_version: desired_version, twin_version };
+            self.twin_changed(id, &change);
+        }
         Ok((self.get_twin(id)?, notification))
     }
 

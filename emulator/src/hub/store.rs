@@ -52,6 +52,9 @@ pub struct Loaded {
 type Batch = (u64, Vec<Write>);
 
 pub struct Store {
+    /// A read-only connection for telemetry older than the in-memory log (WAL: reads do not
+    /// wait for the writer).
+    reader: Mutex<Option<Connection>>,
     queue: Mutex<Option<mpsc::Sender<Batch>>>,
     submitted: AtomicU64,
     committed: watch::Receiver<u64>,
@@ -204,8 +207,14 @@ impl Store {
             .name("ironhub-store".into())
             .spawn(move || write_loop(conn, rx, committed_tx))
             .map_err(|e| format!("cannot start the store writer: {e}"))?;
-        let store =
-            Store { queue: Mutex::new(Some(tx)), submitted: AtomicU64::new(0), committed, writer: Mutex::new(Some(writer)) };
+        let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(describe)?;
+        let store = Store {
+            reader: Mutex::new(Some(reader)),
+            queue: Mutex::new(Some(tx)),
+            submitted: AtomicU64::new(0),
+            committed,
+            writer: Mutex::new(Some(writer)),
+        };
         Ok((store, loaded))
     }
 
@@ -229,8 +238,30 @@ impl Store {
         let _ = committed.wait_for(|done| *done >= target).await;
     }
 
+    /// Up to `limit` stored events with a sequence number in `after+1 .. before`, oldest first, as
+    /// (sequence number, doc). A quick indexed read; an error reads as nothing.
+    pub fn events_between(&self, after: u64, before: u64, limit: usize) -> Vec<(u64, String)> {
+        let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(conn) = reader.as_ref() else { return Vec::new() };
+        let read = || -> rusqlite::Result<Vec<(u64, String)>> {
+            let mut rows = conn.prepare_cached(
+                "SELECT sequence_number, doc FROM events WHERE sequence_number > ?1 AND sequence_number < ?2
+                 ORDER BY sequence_number LIMIT ?3",
+            )?;
+            let found = rows.query_map(params![after as i64, before as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?;
+            found.collect()
+        };
+        read().unwrap_or_else(|e| {
+            log::warn!("store: cannot read stored events: {e}");
+            Vec::new()
+        })
+    }
+
     /// Commits what is queued and stops the writer (at shutdown).
     pub fn close(&self) {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = writer.join();

@@ -24,7 +24,7 @@ mod inbound;
 mod methods;
 mod sessions;
 mod timing;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -32,8 +32,10 @@ use std::time::Duration;
 use rumqttc::mqttbytes::v4::Publish;
 use rumqttc::mqttbytes::QoS;
 
+use crate::hub::error;
 use crate::hub::{DeviceBoundMessage, Hub, HubError};
 use crate::identity::Identity;
+use ironhub_protocol::limits;
 use ironhub_protocol::topics::{self, PropertyBag};
 
 pub use methods::{MethodError, MethodResult};
@@ -86,35 +88,11 @@ impl Broker {
     /// Accept loop for MQTT over TLS (8883). Every accepted socket gets its own task, so a
     /// slow TLS handshake never holds up the next client.
     pub async fn serve_tls(self: Arc<Self>, listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Accept errors (EMFILE, ECONNABORTED) are per-socket: keep listening.
-                    log::warn!("mqtt: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let broker = self.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(connection::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        log::debug!("mqtt: TLS handshake with {peer} failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        log::debug!("mqtt: TLS handshake with {peer} timed out");
-                        return;
-                    }
-                };
-                let chain = peer_chain(tls.get_ref().1);
-                broker.serve_connection(tls, chain).await;
-            });
-        }
+        crate::tls_listener::serve("mqtt", listener, acceptor, connection::HANDSHAKE_TIMEOUT, move |tls| {
+            let chain = peer_chain(tls.get_ref().1);
+            self.clone().serve_connection(tls, chain)
+        })
+        .await
     }
 
     /// Serves one already-established byte stream until the client goes away or is dropped.
@@ -161,6 +139,22 @@ impl Broker {
         let token = self.hub.enqueue_devicebound(&id, None, msg, delay)?;
         self.deliver_pending_after(&id, delay);
         Ok(self.hub.devicebound_sent(&id, token))
+    }
+
+    /// A C2D message from the service side (the control API, AMQP `/messages/devicebound`): checked
+    /// against IoT Hub's size limit (413001), addressed (`$.to`) as IoT Hub addresses it, counted in
+    /// the device's `cloudToDeviceMessageCount`, then queued as [`deliver_c2d`](Self::deliver_c2d) does.
+    pub fn accept_c2d(&self, device_id: &str, mut msg: DeviceBoundMessage) -> Result<bool, HubError> {
+        if msg.body.len() > limits::MAX_C2D_BYTES {
+            return Err(HubError::new(
+                error::MESSAGE_TOO_LARGE,
+                format!("The C2D message is {} bytes; the limit is {}", msg.body.len(), limits::MAX_C2D_BYTES),
+            ));
+        }
+        msg.properties.to = Some(format!("/devices/{device_id}/messages/devicebound"));
+        let delivered = self.deliver_c2d(device_id, msg)?;
+        self.hub.count_c2d(device_id);
+        Ok(delivered)
     }
 
     /// Accepts a message for a module input (a routed copy or the control API's injection); it is

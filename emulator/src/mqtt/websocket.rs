@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 /// The largest WebSocket frame or message accepted: one MQTT packet at the limit with its header.
 const MAX_WS_MESSAGE: usize = super::framing::MAX_INCOMING_PACKET + 5;
 
-pub(super) struct WsByteStream<S> {
+pub(crate) struct WsByteStream<S> {
     ws: WebSocketStream<S>,
     /// Unread rest of the last binary message.
     pending: Bytes,
@@ -31,9 +31,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsByteStream<S> {
     /// CONNECT too): tungstenite's defaults (16 MB frames, 64 MB messages) would let any peer
     /// make the hub buffer that much per connection.
     pub(super) async fn server(upgraded: S) -> Self {
-        let config = WebSocketConfig::default()
-            .max_frame_size(Some(MAX_WS_MESSAGE))
-            .max_message_size(Some(MAX_WS_MESSAGE));
+        Self::server_with_limit(upgraded, MAX_WS_MESSAGE).await
+    }
+
+    /// The same for another protocol over WebSockets (AMQP), bounded by that protocol's limit.
+    pub(crate) async fn server_with_limit(upgraded: S, max_message: usize) -> Self {
+        let config = WebSocketConfig::default().max_frame_size(Some(max_message)).max_message_size(Some(max_message));
         WsByteStream { ws: WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config)).await, pending: Bytes::new() }
     }
 }

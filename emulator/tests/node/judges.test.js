@@ -12,7 +12,7 @@ const https = require('node:https');
 
 const { Client: DeviceClient, ModuleClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
-const { Registry, Client: ServiceClient } = require('azure-iothub');
+const { Registry, Client: ServiceClient, AmqpWs } = require('azure-iothub');
 
 const hub = JSON.parse(fs.readFileSync(process.env.IRONHUB_HUB_JSON, 'utf8'));
 const ca = fs.readFileSync(hub.caFile, 'utf8');
@@ -236,4 +236,61 @@ test('bad credentials are refused as unauthorized', async () => {
   const unknown = deviceClient(`${run}-nobody`, wrongKey);
   unknown.setOptions({ ca });
   await assert.rejects(unknown.open(), (e) => e.constructor.name === 'UnauthorizedError');
+});
+
+test('service C2D over AMQP (Client.send) reaches the device, with full feedback (getFeedbackReceiver)', async () => {
+  const { deviceId, key } = await newDevice('amqp-c2d');
+  const device = deviceClient(deviceId, key);
+  const received = once(device, 'message');
+  await open(device);
+  const receiver = await new Promise((resolve, reject) => {
+    service.getFeedbackReceiver((err, r) => (err ? reject(err) : resolve(r)));
+  });
+  const feedback = once(receiver, 'message', 15000);
+  const msg = new Message(JSON.stringify({ cmd: 'reboot' }));
+  msg.messageId = crypto.randomUUID(); // sent as an AMQP uuid: the device sees its text form
+  msg.correlationId = `${run}-cid`;
+  msg.contentType = 'application/json';
+  msg.contentEncoding = 'utf-8';
+  msg.ack = 'full';
+  msg.properties.add('k', 'v w');
+  await service.send(deviceId, msg);
+
+  const [got] = await received;
+  assert.equal(got.data.toString(), '{"cmd":"reboot"}');
+  assert.equal(got.messageId, msg.messageId);
+  assert.equal(got.correlationId, msg.correlationId);
+  assert.equal(got.properties.getValue('k'), 'v w');
+  await device.complete(got);
+
+  const [fb] = await feedback;
+  const records = JSON.parse(fb.data.toString());
+  assert.equal(records.length, 1);
+  assert.equal(records[0].originalMessageId, msg.messageId);
+  assert.equal(records[0].statusCode, 'Success');
+  assert.equal(records[0].description, 'Success');
+  assert.equal(records[0].deviceId, deviceId);
+  assert.ok(records[0].deviceGenerationId);
+  assert.ok(!Number.isNaN(Date.parse(records[0].enqueuedTimeUtc)));
+  assert.equal(fb.contentType, 'application/vnd.microsoft.iothub.feedback.json');
+  await new Promise((resolve, reject) => receiver.complete(fb, (e) => (e ? reject(e) : resolve())));
+
+  await assert.rejects(service.send(`${run}-nobody`, new Message('x')), (e) => e.constructor.name === 'DeviceNotFoundError');
+  await service.close();
+});
+
+test('service C2D over AMQP on WebSockets (AmqpWs)', async () => {
+  const { deviceId, key } = await newDevice('amqp-ws-c2d');
+  const device = deviceClient(deviceId, key);
+  const received = once(device, 'message');
+  await open(device);
+  const overWs = ServiceClient.fromConnectionString(serviceCs, AmqpWs);
+  const msg = new Message('over wss');
+  msg.messageId = `${run}-ws`;
+  await overWs.send(deviceId, msg);
+  const [got] = await received;
+  assert.equal(got.data.toString(), 'over wss');
+  assert.equal(got.messageId, msg.messageId);
+  await device.complete(got);
+  await overWs.close();
 });

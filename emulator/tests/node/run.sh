@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the official Azure IoT Node.js SDKs (judges.test.js) against ironhub-emulator on IoT Hub's
+# Runs the official Azure IoT Node.js SDKs (judges.test.js) and the Event Hubs consumer
+# (eventhubs.test.js) against ironhub-emulator on IoT Hub's
 # real ports 8883/443, holding the machine-wide port lock that tests/support/hubctl.py uses.
 # Installs the pinned packages (package-lock.json) into this folder with `npm ci` when missing.
 # The emulator binary: $IRONHUB_EMULATOR, else target/debug/ironhub-emulator of the workspace.
@@ -42,4 +43,4 @@ while :; do
 done
 
 NODE_EXTRA_CA_CERTS="$state/ca.pem" IRONHUB_HUB_JSON="$state/hub.json" \
-  timeout 300 node --test --test-concurrency=1 --test-timeout=60000 judges.test.js
+  timeout 300 node --test --test-concurrency=1 --test-timeout=60000 judges.test.js eventhubs.test.js
