@@ -66,7 +66,8 @@ enum ironhub_result
    */
   IRONHUB_ERROR_OPERATION_TIMEOUT = 8,
   /**
-   * The operation was cancelled by disconnect, shutdown or free (`OperationCancelled`).
+   * The operation was cancelled by disconnect, shutdown or free, or a send was cut by a drop with
+   * `connection_retry` off (`OperationCancelled`).
    */
   IRONHUB_ERROR_OPERATION_CANCELLED = 9,
   /**
@@ -128,7 +129,9 @@ typedef uint32_t ironhub_connection_reason;
 /**
  * A device or module client. Any number of threads may call its functions at once (from
  * callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
- * call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
+ * call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`);
+ * string, JSON and message arguments are read during the call only (copied where kept), so they
+ * need not outlive it.
  */
 typedef struct ironhub_client ironhub_client;
 
@@ -137,6 +140,9 @@ typedef struct ironhub_client ironhub_client;
  * use a message while any thread changes it (setters, free); read-only calls (getters) may run
  * on many threads at once. Pointers from getters are borrowed from the message: valid until the
  * next setter call on it or its free (a message lent to a callback: until the callback returns).
+ * Setters copy their arguments (they need not outlive the call). A message from
+ * `ironhub_message_new` is the caller's: free it with `ironhub_message_free`; one lent to a
+ * callback is never freed by the callback.
  */
 typedef struct ironhub_message ironhub_message;
 
@@ -157,7 +163,7 @@ typedef struct ironhub_provisioning_client ironhub_provisioning_client;
  * Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
  * dispatcher thread (one at a time with the client's other callbacks), with `IRONHUB_OK` at
  * PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED` when the client is disconnected, shut
- * down or freed first). It may call any function of the client except `ironhub_client_free`
+ * down or freed first, or when the connection drops with `connection_retry` off). It may call any function of the client except `ironhub_client_free`
  * (`IRONHUB_ERROR_IN_CALLBACK`). `ironhub_client_free` returns only after every owed completion
  * ran, so `user_data` may be released then.
  */
@@ -379,7 +385,9 @@ bool ironhub_client_connected(const ironhub_client *c);
 ironhub_result ironhub_client_update_sastoken(ironhub_client *c, const char *token);
 
 /**
- * Sends telemetry and returns at PUBACK. The message is copied: free it whenever you like.
+ * Sends telemetry and returns at PUBACK. The message is copied: free it whenever you like. A send
+ * cut by a drop is `IRONHUB_ERROR_OPERATION_CANCELLED` with `connection_retry` off (the client will
+ * not reconnect to finish it), as azure-iot-device's `OperationCancelled`.
  */
 ironhub_result ironhub_client_send_message(ironhub_client *c, const ironhub_message *m);
 
@@ -393,7 +401,8 @@ ironhub_result ironhub_client_send_message_to_output(ironhub_client *c,
 /**
  * Queues telemetry and returns at once (`output_name` may be NULL). On `IRONHUB_OK`, `cb` runs
  * exactly once later, on a dispatcher thread, with the outcome (e.g. `IRONHUB_ERROR_MESSAGE_TOO_LARGE`,
- * or `IRONHUB_ERROR_OPERATION_CANCELLED` on disconnect, shutdown or free); on any other result
+ * or `IRONHUB_ERROR_OPERATION_CANCELLED` on disconnect, shutdown, free, or a drop with
+ * `connection_retry` off); on any other result
  * (bad arguments) it never runs.
  */
 ironhub_result ironhub_client_send_message_async(ironhub_client *c,
@@ -486,7 +495,8 @@ void ironhub_string_free(char *s);
 
 /**
  * A new message holding a copy of `len` bytes at `data` (`data` may be NULL when `len` is 0).
- * Returns NULL (and sets the last error) when `data` is NULL with a non-zero `len`.
+ * Returns NULL (and sets the last error) when `data` is NULL with a non-zero `len`. The message
+ * is the caller's: free it with `ironhub_message_free` (sends copy it, so any time after a send).
  */
 ironhub_message *ironhub_message_new(const uint8_t *data, size_t len);
 

@@ -2,6 +2,7 @@
 //! ironhub's one shared runtime (created lazily; any number of clients share it). Safe to call
 //! from any thread, including handlers (they run on dispatcher threads, not on the runtime).
 
+#[cfg(feature = "service")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,11 +190,13 @@ impl Client {
 }
 
 /// Blocking service client.
+#[cfg(feature = "service")]
 #[derive(Clone, Debug)]
 pub struct ServiceClient {
     inner: Arc<crate::service::ServiceClient>,
 }
 
+#[cfg(feature = "service")]
 impl ServiceClient {
     pub fn from_connection_string(connection_string: &str, options: crate::service::ServiceOptions) -> Result<ServiceClient> {
         crate::service::ServiceClient::from_connection_string(connection_string, options)

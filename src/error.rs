@@ -110,6 +110,17 @@ impl Error {
         }
     }
 
+    /// The outcome of a send (telemetry) as the SDKs report it: with `connection_retry` off, a send
+    /// still pending when the connection drops is cancelled (azure-iot-device's `OperationCancelled`),
+    /// not failed, since the client will not reconnect to complete it. The one place of that rule:
+    /// the Python, C and Go layers all get their send outcomes through it.
+    pub fn for_send(self, connection_retry: bool) -> Error {
+        match self {
+            Error::ConnectionDropped(_) if !connection_retry => Error::OperationCancelled,
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(msg: impl fmt::Display) -> Error {
         Error::InvalidArgument(msg.to_string())
     }

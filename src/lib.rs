@@ -48,9 +48,11 @@ pub mod message;
 pub mod options;
 pub mod provisioning;
 mod runtime;
+#[cfg(feature = "service")]
 pub mod service;
 mod session;
 pub mod transport;
+#[cfg(feature = "https")]
 pub mod upload;
 pub mod validate;
 

@@ -1,7 +1,7 @@
 //! The C ABI, tested from C: builds the cdylib, compiles the programs under `tests/c/` (and the
 //! C++ wrapper test and the C example) with `-Wall -Wextra -Werror -pedantic`, and runs each one
 //! against an in-process emulator, plain, under AddressSanitizer with leak detection, and (for the
-//! misuse and device programs) under valgrind memcheck, each with a timeout. Also: the Go binding's
+//! misuse, device and free-path programs) under valgrind memcheck, each with a timeout. Also: the Go binding's
 //! test, the committed header is what cbindgen generates now, it compiles as C11 and C++ (included
 //! twice), and pkg-config and CMake find the library.
 //!
@@ -363,6 +363,25 @@ fn c_reentrancy_plain() {
 #[test]
 fn c_reentrancy_asan() {
     check_program("test_reentrancy", &[&c_source("test_reentrancy.c")], Flavor::Asan);
+}
+
+/// Free from inside callbacks, with completions queued, during a callback, and the sends a drop
+/// cancels (connection_retry off): plain, under ASan, and under valgrind.
+#[test]
+fn c_free_paths_plain() {
+    let out = check_program("test_free_paths", &[&c_source("test_free_paths.c")], Flavor::Plain);
+    assert!(out.contains("free paths ok"), "{out}");
+}
+
+#[test]
+fn c_free_paths_asan() {
+    check_program("test_free_paths", &[&c_source("test_free_paths.c")], Flavor::Asan);
+}
+
+#[test]
+fn c_free_paths_valgrind() {
+    let out = check_program("test_free_paths", &[&c_source("test_free_paths.c")], Flavor::Valgrind);
+    assert!(out.contains("free paths ok"), "{out}");
 }
 
 #[test]

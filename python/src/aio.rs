@@ -1,15 +1,15 @@
 //! Where the Python layer waits for core futures, always on the core's own runtime
 //! (`ironhub::runtime_handle()`): no second tokio runtime.
 //!
-//! - `block_on_interruptible`: a blocking call without the GIL that still wakes to run Python's
-//!   signal handlers, so Ctrl-C interrupts it as it does azure-iot-device's.
+//! - `wait` / `block_on_interruptible`: a blocking call without the GIL, polled on the calling
+//!   thread itself (no task, no thread hop), that still wakes to run Python's signal handlers, so
+//!   Ctrl-C interrupts it as it does azure-iot-device's.
 //! - `awaitable`: a core future as an asyncio awaitable, through pyo3-async-runtimes' generic
 //!   bridge with `CoreRuntime` (the core runtime's handle plus tokio task-locals). Resolving the
 //!   asyncio future takes the GIL briefly on a core worker; the wait itself holds nothing.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -89,39 +89,181 @@ where
     })
 }
 
-/// Runs `fut` on the core runtime and waits without the GIL, waking every `SIGNAL_CHECK` to run
-/// Python's signal handlers; an interrupted operation is abandoned (its task aborted).
+/// Makes the core future (`make`) and waits for it on the calling thread, in one release of the
+/// GIL: no task is spawned and no other thread is woken to poll it, so a sync call costs one
+/// wake-up each way (the network task's and the caller's). The thread enters the core runtime
+/// (timers and sockets register there) and wakes every `SIGNAL_CHECK` to run Python's signal
+/// handlers with the GIL; an interrupted operation is abandoned (its future dropped).
+pub fn wait<F, M>(py: Python<'_>, make: M) -> PyResult<F::Output>
+where
+    M: FnOnce() -> F + Send,
+    F: Future,
+    F::Output: Send,
+{
+    py.detach(move || {
+        let _runtime = ironhub::runtime_handle().enter();
+        let fut = std::pin::pin!(make());
+        poll_on_this_thread(fut)
+    })
+}
+
+/// Runs `fut` (made on the calling thread with the GIL held) like `wait`. A call made from inside
+/// a handler stays known as such (the core then never waits for the handler that made the call).
 pub fn block_on_interruptible<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
 where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
+    F: Future + Send,
+    F::Output: Send,
 {
-    let (tx, rx) = mpsc::channel();
-    // A call made from inside a handler must stay known as such while a runtime worker polls it
-    // (the core then never waits for the handler that made the call).
-    let fut = ironhub::HandlerContext::capture().wrap(fut);
-    let task = ironhub::runtime_handle().spawn(async move {
-        // The receiver is gone only if the caller was interrupted: nothing to report then.
-        let _ = tx.send(fut.await);
-    });
-    let mut rx = rx;
-    loop {
-        // The receiver moves into the GIL-free closure and back (it is Send, not Sync).
-        let (received, back) = py.detach(move || (rx.recv_timeout(SIGNAL_CHECK), rx));
-        rx = back;
-        match received {
-            Ok(v) => return Ok(v),
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(interrupted) = py.check_signals() {
-                    task.abort();
-                    return Err(interrupted);
-                }
+    let context = ironhub::HandlerContext::capture();
+    wait(py, move || context.wrap(fut))
+}
+
+/// The waker of a thread that waits in `poll_on_this_thread`: it unparks that thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// One waker per thread, made once: a wait allocates nothing.
+    static WAKER: std::task::Waker = std::sync::Arc::new(ThreadWaker(std::thread::current())).into();
+}
+
+/// Polls `fut` to completion, parking between wake-ups; every `SIGNAL_CHECK` takes the GIL to
+/// run Python's signal handlers and gives up with their exception (e.g. `KeyboardInterrupt`).
+fn poll_on_this_thread<F: Future>(mut fut: Pin<&mut F>) -> PyResult<F::Output> {
+    WAKER.with(|waker| {
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut next_check = std::time::Instant::now() + SIGNAL_CHECK;
+        loop {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return Ok(v);
             }
-            // The task ended without sending: it panicked; re-raise that panic here.
-            Err(RecvTimeoutError::Disconnected) => match futures::executor::block_on(task) {
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                _ => unreachable!("a task that did not send has panicked"),
-            },
+            let now = std::time::Instant::now();
+            if now >= next_check {
+                Python::attach(|py| py.check_signals())?;
+                next_check = now + SIGNAL_CHECK;
+            }
+            // Returns early on `unpark` (the future's wake-up) or spuriously: either way, poll again.
+            std::thread::park_timeout(next_check.saturating_duration_since(now));
+        }
+    })
+}
+
+/// Completions of asyncio operations for one event loop, resolved in batches: the core runtime
+/// appends each outcome here, and only the first outcome of a batch asks the loop (one
+/// `call_soon_threadsafe`, from a blocking thread, since waiting for the GIL on a runtime worker
+/// would stall the network) to resolve everything appended by the time it runs. Under a burst of
+/// pipelined sends that is one GIL hand-over for many messages instead of one per message.
+pub struct LoopCompletions {
+    event_loop: Py<PyAny>,
+    ready: std::sync::Mutex<Ready>,
+}
+
+#[derive(Default)]
+struct Ready {
+    outcomes: Vec<(Py<PyAny>, ironhub::Result<()>)>,
+    scheduled: bool,
+}
+
+impl LoopCompletions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ready> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The completions of `event_loop`: `current` when it belongs to that loop, else a new one.
+    pub fn for_loop(current: Option<&std::sync::Arc<Self>>, event_loop: &Bound<'_, PyAny>) -> std::sync::Arc<Self> {
+        match current {
+            Some(c) if c.event_loop.bind(event_loop.py()).is(event_loop) => c.clone(),
+            _ => std::sync::Arc::new(LoopCompletions { event_loop: event_loop.clone().unbind(), ready: Default::default() }),
         }
     }
+
+    /// Records the outcome of `future` (an asyncio future of this loop); called on the runtime.
+    fn push(self: &std::sync::Arc<Self>, future: Py<PyAny>, outcome: ironhub::Result<()>) {
+        let mut ready = self.lock();
+        ready.outcomes.push((future, outcome));
+        if std::mem::replace(&mut ready.scheduled, true) {
+            return; // a resolve is already on its way: it will take this one too
+        }
+        drop(ready);
+        let me = self.clone();
+        drop(ironhub::runtime_handle().spawn_blocking(move || Python::attach(|py| me.schedule(py))));
+    }
+
+    fn schedule(self: std::sync::Arc<Self>, py: Python<'_>) {
+        let event_loop = self.event_loop.clone_ref(py);
+        let resolve = ResolveBatch(self.clone());
+        if event_loop.call_method1(py, pyo3::intern!(py, "call_soon_threadsafe"), (resolve,)).is_err() {
+            // The loop is closed: nobody awaits these futures any more.
+            let mut ready = self.lock();
+            ready.outcomes.clear();
+            ready.scheduled = false;
+        }
+    }
+
+    /// On the loop's thread: resolves every outcome recorded so far (a future cancelled by its
+    /// awaiter is left alone).
+    fn resolve(&self, py: Python<'_>) -> PyResult<()> {
+        let outcomes = {
+            let mut ready = self.lock();
+            ready.scheduled = false;
+            std::mem::take(&mut ready.outcomes)
+        };
+        for (future, outcome) in outcomes {
+            let future = future.bind(py);
+            if future.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+                continue;
+            }
+            match outcome {
+                Ok(()) => future.call_method1(pyo3::intern!(py, "set_result"), (py.None(),))?,
+                Err(e) => future.call_method1(pyo3::intern!(py, "set_exception"), (crate::errors::to_py_err(e).into_value(py),))?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The callable the loop runs to resolve a batch.
+#[pyclass(module = "ironhub._native", frozen)]
+struct ResolveBatch(std::sync::Arc<LoopCompletions>);
+
+#[pymethods]
+impl ResolveBatch {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        self.0.resolve(py)
+    }
+}
+
+static GET_RUNNING_LOOP: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
+/// `fut` (a send) as a future of the running asyncio loop, resolved through `completions`.
+pub fn batched_awaitable<'py, F>(
+    py: Python<'py>,
+    completions: &std::sync::Mutex<Option<std::sync::Arc<LoopCompletions>>>,
+    fut: F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = ironhub::Result<()>> + Send + 'static,
+{
+    let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+    let sink = {
+        let mut current = completions.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = LoopCompletions::for_loop(current.as_ref(), &event_loop);
+        *current = Some(sink.clone());
+        sink
+    };
+    let future = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let handle = future.clone().unbind();
+    ironhub::runtime_handle().spawn(async move {
+        let outcome = fut.await;
+        sink.push(handle, outcome);
+    });
+    Ok(future)
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::aio;
 use crate::convert::{from_json, message_from_py, message_to_py, method_request_to_py, method_response_from_py, to_json};
 use crate::errors::{to_py_err, ClientError};
-use crate::handlers::{self, Slots};
+use crate::handlers::{self, Pending, Slots};
 use crate::options;
 
 /// A device or module client of the native core.
@@ -28,6 +28,10 @@ pub struct Client {
     /// Dropped by hand (see `Drop`): never with the GIL held.
     pub(crate) inner: ManuallyDrop<CoreClient>,
     slots: Arc<Slots>,
+    /// Handler changes the asyncio setters started that have not completed yet.
+    pending: Pending,
+    /// Where the asyncio sends of the current event loop are resolved, in batches.
+    completions: std::sync::Mutex<Option<Arc<aio::LoopCompletions>>>,
 }
 
 impl Drop for Client {
@@ -99,7 +103,7 @@ macro_rules! operations {
                 #[$sig]
                 fn $name_async<'py>(&self, py: Python<'py>, $($arg: $ty),*) -> PyResult<Bound<'py, PyAny>> {
                     let fut = self.$prep(py, $($arg),*)?;
-                    aio::awaitable(py, fut, $conv)
+                    aio::awaitable(py, self.after_pending(fut), $conv)
                 }
             )*
 
@@ -117,19 +121,25 @@ impl Client {
         let inner = result.map_err(to_py_err)?;
         let slots = Arc::new(Slots::default());
         handlers::install_state_tracking(&inner, &slots).map_err(to_py_err)?;
-        Ok(Client { inner: ManuallyDrop::new(inner), slots })
+        Ok(Client { inner: ManuallyDrop::new(inner), slots, pending: Pending::default(), completions: Default::default() })
     }
 
-    /// A send's outcome as azure-iot-device reports it: with `connection_retry=False`, a send
-    /// pending when the connection drops is cancelled (`OperationCancelled`), not failed.
-    fn send_outcome(&self, fut: impl Future<Output = ironhub::Result<()>> + Send + 'static) -> impl Future<Output = ironhub::Result<()>> + Send + 'static {
-        let retry = self.inner.options().connection_retry;
+    /// `fut`, completing no earlier than the handler changes the asyncio setters started before
+    /// it (both run at once): an awaited call after `client.on_x = h` finds `h` subscribed.
+    fn after_pending<T: Send>(&self, fut: impl Future<Output = T> + Send + 'static) -> impl Future<Output = T> + Send + 'static {
+        let pending = self.pending.outstanding();
         async move {
-            match fut.await {
-                Err(e) if e.kind() == ErrorKind::ConnectionDropped && !retry => Err(Error::OperationCancelled),
-                other => other,
+            match pending {
+                Some(pending) => futures::future::join(pending, fut).await.1,
+                None => fut.await,
             }
         }
+    }
+
+    /// A send's outcome with the core's rule for sends cut by a drop (`Error::for_send`).
+    fn send_outcome(&self, fut: impl Future<Output = ironhub::Result<()>> + Send + 'static) -> impl Future<Output = ironhub::Result<()>> + Send + 'static {
+        let retry = self.inner.options().connection_retry;
+        async move { fut.await.map_err(|e| e.for_send(retry)) }
     }
 
     fn prepare_connect(&self, _py: Python<'_>) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
@@ -229,9 +239,6 @@ operations! {
     /// Replaces the SAS token and re-authorizes.
     fn update_sastoken / update_sastoken_async = prepare_update_sastoken(sastoken: String)
         [pyo3(signature = (sastoken))] => unit;
-    /// Sends a message (an `ironhub.models.Message`); completes at PUBACK.
-    fn send_message / send_message_async = prepare_send_message(message: Bound<'_, PyAny>)
-        [pyo3(signature = (message))] => unit;
     /// Sends a message to a module output; completes at PUBACK.
     fn send_message_to_output / send_message_to_output_async =
         prepare_send_message_to_output(message: Bound<'_, PyAny>, output_name: String)
@@ -270,6 +277,25 @@ operations! {
         [pyo3(signature = (block=true, timeout=None))] => optional_json;
 
 @also {
+    /// Sends a message (an `ironhub.models.Message`); returns at PUBACK. The hot path of most
+    /// applications: the message is converted with the GIL, then one release of the GIL queues it
+    /// and waits for its PUBACK on this thread (no task, no thread hop).
+    #[pyo3(signature = (message))]
+    fn send_message(&self, py: Python<'_>, message: Bound<'_, PyAny>) -> PyResult<()> {
+        let message = message_from_py(&message).map_err(|e| encoding_error(py, e))?;
+        let retry = self.inner.options().connection_retry;
+        aio::wait(py, || self.inner.send_message_pipelined(&message))?.map_err(|e| to_py_err(e.for_send(retry)))
+    }
+
+    /// Sends a message; the awaitable completes at PUBACK. The message is queued now, so sends
+    /// awaited together are pipelined in call order; their completions reach the event loop in
+    /// batches (`aio::LoopCompletions`).
+    #[pyo3(signature = (message))]
+    fn send_message_async<'py>(&self, py: Python<'py>, message: Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let fut = self.prepare_send_message(py, message)?;
+        aio::batched_awaitable(py, &self.completions, self.after_pending(fut))
+    }
+
     /// Creates a client from a device or module connection string (`kwargs`: the factory's
     /// keyword options; `refused`: keywords this factory does not take).
     #[staticmethod]
@@ -380,10 +406,12 @@ operations! {
     }
 
     /// Sets (callable) or clears (None) the handler `kind` (one of `HANDLER_NAMES`); returns once
-    /// the core has (un)subscribed and the old handler no longer runs.
-    #[pyo3(signature = (kind, handler))]
-    fn set_handler(&self, py: Python<'_>, kind: &str, handler: Option<Py<PyAny>>) -> PyResult<()> {
-        handlers::set(py, &self.inner, &self.slots, kind, handler)
+    /// the core has (un)subscribed and the old handler no longer runs. With `background=True`
+    /// (the asyncio clients) it returns at once: the handler is recorded now, the subscription is
+    /// made in the background, and the next `*_async` operation completes only after it.
+    #[pyo3(signature = (kind, handler, background=false))]
+    fn set_handler(&self, py: Python<'_>, kind: &str, handler: Option<Py<PyAny>>, background: bool) -> PyResult<()> {
+        handlers::set(py, &self.inner, &self.slots, &self.pending, kind, handler, background)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -8,7 +8,7 @@ use ironhub::{Message, MethodRequest, MethodResponse};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyMemoryView, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyMemoryView, PyString};
 use serde_json::Value;
 
 static MESSAGE_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -98,7 +98,12 @@ pub fn message_from_py(msg: &Bound<'_, PyAny>) -> PyResult<Message> {
         out.expiry_time_utc = Some(self::text(&text)?);
     }
     let props = msg.getattr("custom_properties")?;
-    if !props.is_none() {
+    if let Ok(dict) = props.cast::<PyDict>() {
+        // The usual case (a dict): no `items()` view and no tuple per property.
+        for (k, v) in dict.iter() {
+            out.set_property(text(&k)?, text(&v)?);
+        }
+    } else if !props.is_none() {
         for item in props.call_method0("items")?.try_iter()? {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
             out.set_property(text(&k)?, text(&v)?);

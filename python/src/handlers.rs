@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
+
 use ironhub::{Client, ConnectionReason};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -183,16 +185,88 @@ fn core_setter(
     })
 }
 
-/// Sets (or with `None` clears) the handler `kind` and waits for the core (which may subscribe,
-/// and waits for a running handler of this client): without the GIL, which that handler needs.
-pub fn set(py: Python<'_>, client: &Client, slots: &Arc<Slots>, kind: &str, handler: Option<Py<PyAny>>) -> PyResult<()> {
+/// The handler changes the asyncio setters started and that have not completed yet, as one
+/// future: each change runs after the one before it (so "set, then clear" ends cleared), and an
+/// asyncio operation awaits them (`Client::after_pending`), so `client.on_x = h` followed by any
+/// awaited call finds the subscription made.
+#[derive(Default)]
+pub struct Pending(Mutex<Option<Shared<BoxFuture<'static, ()>>>>);
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, Option<Shared<BoxFuture<'static, ()>>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The changes not completed yet (None when there are none: the common case costs nothing).
+    pub fn outstanding(&self) -> Option<Shared<BoxFuture<'static, ()>>> {
+        self.lock().as_ref().filter(|done| done.peek().is_none()).cloned()
+    }
+
+    /// `change` (a core setter), run on the core runtime after every change started before it.
+    fn push(&self, change: BoxFuture<'static, ()>) {
+        let mut last = self.lock();
+        let before = last.take().filter(|done| done.peek().is_none());
+        let task = ironhub::runtime_handle().spawn(async move {
+            if let Some(before) = before {
+                before.await;
+            }
+            change.await;
+        });
+        *last = Some(async move { drop(task.await) }.boxed().shared());
+    }
+}
+
+/// Sets (or with `None` clears) the handler `kind`. The handler is recorded at once (a delivery
+/// that arrives from now on finds it); then the core change (which may subscribe, first
+/// connecting, and waits for a running handler of this client):
+/// - by default waited for, without the GIL (which that handler needs), after the background
+///   changes started before it;
+/// - with `background` (the asyncio setters) made in the background, after the ones before it,
+///   so the event loop never waits for the hub; a change that fails is reported as a background
+///   exception (the `ironhub` logger, and `on_background_exception` when set).
+pub fn set(
+    py: Python<'_>,
+    client: &Client,
+    slots: &Arc<Slots>,
+    pending: &Pending,
+    kind: &str,
+    handler: Option<Py<PyAny>>,
+    background: bool,
+) -> PyResult<()> {
     let kind = kind_name(kind)?;
     let on = handler.is_some();
     let old = slots.put(kind, handler);
-    let result = match core_setter(client, slots, kind, on) {
-        Some(fut) => crate::aio::block_on_interruptible(py, fut)?,
-        None => Ok(()),
-    };
+    let Some(change) = core_setter(client, slots, kind, on) else { return Ok(()) };
+    if background {
+        drop(old);
+        // A setter called from inside a handler stays known as such to the core (which then
+        // never waits for the handler that made the call).
+        let change = ironhub::HandlerContext::capture().wrap(change);
+        let weak = Arc::downgrade(slots);
+        pending.push(
+            async move {
+                if let Err(e) = change.await {
+                    // Python runs on a blocking thread, never on a runtime worker.
+                    drop(tokio::task::spawn_blocking(move || report_background(&weak, kind, e)));
+                }
+            }
+            .boxed(),
+        );
+        return Ok(());
+    }
+    let before = pending.outstanding();
+    let result = crate::aio::block_on_interruptible(py, async move {
+        if let Some(before) = before {
+            before.await;
+        }
+        change.await
+    })?;
     drop(old);
     result.map_err(to_py_err)
+}
+
+/// Logs a failed background handler change and hands it to `on_background_exception`.
+fn report_background(slots: &Weak<Slots>, kind: &'static str, err: ironhub::Error) {
+    log::warn!(target: "ironhub", "setting the {kind} handler did not complete: {err}");
+    invoke(slots, "background_exception", |py| PyTuple::new(py, [to_py_err(err).into_value(py)]));
 }

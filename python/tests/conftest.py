@@ -4,7 +4,9 @@ ironhub at the emulator through its ironhub-only `mqtt_port`/`https_port` keywor
 
 import itertools
 import os
+import socket
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -93,3 +95,30 @@ def privileged_hub(tmp_path_factory):
             yield h
         finally:
             h.stop()
+
+
+@pytest.fixture
+def silent_hub_port():
+    """A loopback port whose listener accepts connections and never answers (a stalled hub)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield server.getsockname()[1]
+    stop.set()
+    t.join(5)
+    for s in accepted:
+        s.close()
+    server.close()

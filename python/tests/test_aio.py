@@ -2,6 +2,7 @@
 and plain handlers, pipelined sends, errors and use after shutdown."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -100,7 +101,10 @@ def test_aio_coroutine_method_handler(hub, device_cs, unique_id, client_kwargs):
 
         c.on_method_request_received = on_method
         try:
-            result = await loop.run_in_executor(None, lambda: hub.invoke_method(unique_id, "m", 5))
+            # Invoked at once: the setter returned before the subscription was made, so the
+            # service asks the hub to wait for the device (connectTimeoutInSeconds), as an app
+            # calling a device that is just coming online does.
+            result = await loop.run_in_executor(None, lambda: hub.invoke_method(unique_id, "m", 5, connect_timeout=20))
             assert result["body"] == {"status": 200, "payload": {"got": 5}}
             assert seen_loops == [loop]
         finally:
@@ -215,3 +219,80 @@ def test_aio_deprecated_receive_apis(hub, device_cs, unique_id, client_kwargs):
             await c.shutdown()
 
     run(scenario())
+
+
+def test_aio_handler_setter_returns_at_once_and_the_loop_ticks_over_a_stalled_link(device_cs, client_kwargs, silent_hub_port):
+    """The setter records the handler and returns; the subscription (here: a connect to a hub
+    that accepts and never answers) goes on in the background, its failure reported as a
+    background exception, while the event loop keeps running."""
+    kw = dict(client_kwargs, mqtt_port=silent_hub_port, operation_timeout=2, connection_retry=False)
+
+    async def scenario():
+        c = IoTHubDeviceClient.create_from_connection_string(device_cs, **kw)
+        background = []
+        c.on_background_exception = background.append
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.05)
+        try:
+            started = time.monotonic()
+            c.on_method_request_received = lambda req: None
+            c.on_message_received = lambda msg: None
+            setter_took = time.monotonic() - started
+            assert c.on_method_request_received is not None
+            # The next awaited call completes only after the subscriptions (failed: bounded by
+            # operation_timeout) and itself fails the same way.
+            with pytest.raises((exceptions.OperationTimeout, exceptions.ConnectionFailedError)):
+                await c.get_twin()
+            assert await until(lambda: len(background) >= 1)
+        finally:
+            ticking.cancel()
+            await c.shutdown()
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        return setter_took, max(gaps), background
+
+    setter_took, longest_gap, background = run(scenario())
+    assert setter_took < 0.2, "the setters blocked the loop for {:.2f} s".format(setter_took)
+    assert longest_gap < 0.5, "the loop stalled for {:.2f} s".format(longest_gap)
+    assert all(isinstance(e, exceptions.ClientError) or isinstance(e, exceptions.OperationTimeout) for e in background)
+
+
+def test_aio_handler_set_then_method_invoked_at_once_is_answered(hub, device_cs, unique_id, client_kwargs):
+    """Set a handler, then (the setter having returned at once) a method is invoked at once: the
+    handler was recorded before the setter returned, so the request finds it. The next awaited
+    call completes only once the subscription is made: a method invoked after it with no
+    connectTimeout at all is answered too."""
+
+    async def scenario():
+        c = IoTHubDeviceClient.create_from_connection_string(device_cs, **client_kwargs)
+        loop = asyncio.get_running_loop()
+        answered = []
+
+        def on_method(req):
+            answered.append(req.name)
+            asyncio.run_coroutine_threadsafe(
+                c.send_method_response(MethodResponse.create_from_method_request(req, 200, req.name)), loop
+            )
+
+        try:
+            c.on_method_request_received = on_method
+            first = await loop.run_in_executor(None, lambda: hub.invoke_method(unique_id, "first", connect_timeout=20))
+            assert first["body"] == {"status": 200, "payload": "first"}, first
+            # A fresh subscription (clear, set again), then any awaited call, then no grace at all.
+            for i in range(5):
+                c.on_method_request_received = None
+                c.on_method_request_received = on_method
+                await c.patch_twin_reported_properties({"round": i})
+                again = await loop.run_in_executor(None, lambda: hub.invoke_method(unique_id, "again{}".format(i)))
+                assert again["body"] == {"status": 200, "payload": "again{}".format(i)}, again
+        finally:
+            await c.shutdown()
+        return answered
+
+    assert run(scenario()) == ["first"] + ["again{}".format(i) for i in range(5)]

@@ -55,12 +55,14 @@ pub fn caught_panic<T: PanicValue>(payload: Box<dyn std::any::Any + Send>) -> T 
 }
 
 macro_rules! ffi_panic_boundary {
-    ( $($body:tt)* ) => {
+    ( $($body:tt)* ) => {{
+        // Before anything can start the shared runtime: its threads never get SIGPIPE.
+        $crate::ffi::sigpipe::shield_runtime();
         match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| { $($body)* })) {
             Ok(value) => value,
             Err(payload) => $crate::ffi::boundary::caught_panic(payload),
         }
-    };
+    }};
 }
 pub(crate) use ffi_panic_boundary;
 

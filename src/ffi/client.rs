@@ -24,7 +24,9 @@ use crate::message::{MethodResponse, X509};
 
 /// A device or module client. Any number of threads may call its functions at once (from
 /// callbacks too), except `ironhub_client_free`, which must be the handle's last call: no other
-/// call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`).
+/// call may run during or after it. Strings it returns are the caller's (`ironhub_string_free`);
+/// string, JSON and message arguments are read during the call only (copied where kept), so they
+/// need not outlive it.
 pub struct ironhub_client {
     pub(crate) client: Client,
     /// Tells this client's callbacks apart on the thread running them (`CallbackScope`).
@@ -37,7 +39,7 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 /// Completion callback of `ironhub_client_send_message_async`: runs exactly once, on a
 /// dispatcher thread (one at a time with the client's other callbacks), with `IRONHUB_OK` at
 /// PUBACK or the error (`IRONHUB_ERROR_OPERATION_CANCELLED` when the client is disconnected, shut
-/// down or freed first). It may call any function of the client except `ironhub_client_free`
+/// down or freed first, or when the connection drops with `connection_retry` off). It may call any function of the client except `ironhub_client_free`
 /// (`IRONHUB_ERROR_IN_CALLBACK`). `ironhub_client_free` returns only after every owed completion
 /// ran, so `user_data` may be released then.
 pub type ironhub_send_callback = Option<extern "C" fn(user_data: *mut c_void, result: ironhub_result)>;
@@ -205,7 +207,15 @@ pub extern "C" fn ironhub_client_create_from_edge_environment(
     ffi_fallible! {
         let out = Out::new(out, "out")?;
         let options = options_or_default(opts);
-        export_client(Client::create_from_edge_environment(options), out)
+        #[cfg(feature = "edge")]
+        let client = Client::create_from_edge_environment(options);
+        // A firmware build without the `edge` feature keeps the symbol (one header for every build).
+        #[cfg(not(feature = "edge"))]
+        let client = {
+            drop(options);
+            Err(crate::Error::Client("IoT Edge needs ironhub's `edge` feature, which this build leaves out".into()))
+        };
+        export_client(client, out)
     }
 }
 
@@ -304,13 +314,16 @@ fn outgoing(m: *const ironhub_message, output_name: Option<&str>) -> Result<crat
     Ok(message)
 }
 
-/// Sends telemetry and returns at PUBACK. The message is copied: free it whenever you like.
+/// Sends telemetry and returns at PUBACK. The message is copied: free it whenever you like. A send
+/// cut by a drop is `IRONHUB_ERROR_OPERATION_CANCELLED` with `connection_retry` off (the client will
+/// not reconnect to finish it), as azure-iot-device's `OperationCancelled`.
 #[no_mangle]
 pub extern "C" fn ironhub_client_send_message(c: *mut ironhub_client, m: *const ironhub_message) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
         let message = outgoing(m, None)?;
-        Ok(c.client.send_message(&message)?)
+        let retry = c.client.options().connection_retry;
+        Ok(c.client.send_message(&message).map_err(|e| e.for_send(retry))?)
     }
 }
 
@@ -325,13 +338,15 @@ pub extern "C" fn ironhub_client_send_message_to_output(
         let c = arg_ref(c, "c")?;
         let output_name = arg_str(output_name, "output_name")?;
         let message = outgoing(m, None)?;
-        Ok(c.client.send_message_to_output(&message, output_name)?)
+        let retry = c.client.options().connection_retry;
+        Ok(c.client.send_message_to_output(&message, output_name).map_err(|e| e.for_send(retry))?)
     }
 }
 
 /// Queues telemetry and returns at once (`output_name` may be NULL). On `IRONHUB_OK`, `cb` runs
 /// exactly once later, on a dispatcher thread, with the outcome (e.g. `IRONHUB_ERROR_MESSAGE_TOO_LARGE`,
-/// or `IRONHUB_ERROR_OPERATION_CANCELLED` on disconnect, shutdown or free); on any other result
+/// or `IRONHUB_ERROR_OPERATION_CANCELLED` on disconnect, shutdown, free, or a drop with
+/// `connection_retry` off); on any other result
 /// (bad arguments) it never runs.
 #[no_mangle]
 pub extern "C" fn ironhub_client_send_message_async(
@@ -356,13 +371,14 @@ pub extern "C" fn ironhub_client_send_message_async(
             done: false,
         };
         completion.pending.start();
+        let retry = c.client.options().connection_retry;
         c.client.send_message_with_callback(
             &message,
             output_name,
             Box::new(move |outcome| {
                 completion.complete(match outcome {
                     Ok(()) => ironhub_result::IRONHUB_OK,
-                    Err(e) => FfiError::from(e).code,
+                    Err(e) => FfiError::from(e.for_send(retry)).code,
                 })
             }),
         );

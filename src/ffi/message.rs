@@ -15,6 +15,9 @@ use crate::message::Message;
 /// use a message while any thread changes it (setters, free); read-only calls (getters) may run
 /// on many threads at once. Pointers from getters are borrowed from the message: valid until the
 /// next setter call on it or its free (a message lent to a callback: until the callback returns).
+/// Setters copy their arguments (they need not outlive the call). A message from
+/// `ironhub_message_new` is the caller's: free it with `ironhub_message_free`; one lent to a
+/// callback is never freed by the callback.
 pub struct ironhub_message {
     pub(crate) inner: Message,
     c: CFields,
@@ -75,7 +78,8 @@ impl ironhub_message {
 static MESSAGES: Registry = Registry::new();
 
 /// A new message holding a copy of `len` bytes at `data` (`data` may be NULL when `len` is 0).
-/// Returns NULL (and sets the last error) when `data` is NULL with a non-zero `len`.
+/// Returns NULL (and sets the last error) when `data` is NULL with a non-zero `len`. The message
+/// is the caller's: free it with `ironhub_message_free` (sends copy it, so any time after a send).
 #[no_mangle]
 pub extern "C" fn ironhub_message_new(data: *const u8, len: usize) -> *mut ironhub_message {
     ffi_panic_boundary! {

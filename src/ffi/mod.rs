@@ -7,7 +7,8 @@
 //! No logic lives here beyond argument conversion and safety: behaviour belongs to the core.
 //!
 //! Threads: a client handle may be used from any number of threads at once. A message or an
-//! options handle must not be mutated by one thread while another uses it.
+//! options handle must not be mutated by one thread while another uses it. The library's threads
+//! start with SIGPIPE blocked (`sigpipe`): a hub closing a socket never kills the C program.
 
 // Exported functions take raw pointers without being `unsafe fn`, as rustls-ffi does: every
 // dereference goes through the checked helpers of `boundary`, and C callers cannot see `unsafe`.
@@ -23,6 +24,8 @@ pub mod message;
 pub mod options;
 pub mod provisioning;
 pub mod result;
+mod sigpipe;
+#[cfg(feature = "https")]
 pub mod upload;
 
 pub use client::{ironhub_client, ironhub_send_callback};
@@ -33,5 +36,6 @@ pub use handlers::{
 pub use message::ironhub_message;
 pub use options::ironhub_options;
 pub use provisioning::ironhub_provisioning_client;
+#[cfg(feature = "https")]
 pub use upload::ironhub_upload_progress_callback;
 pub use result::{ironhub_connection_reason, ironhub_result};

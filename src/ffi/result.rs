@@ -34,7 +34,8 @@ pub enum ironhub_result {
     IRONHUB_ERROR_CREDENTIAL = 7,
     /// The operation did not complete in time (`OperationTimeout`).
     IRONHUB_ERROR_OPERATION_TIMEOUT = 8,
-    /// The operation was cancelled by disconnect, shutdown or free (`OperationCancelled`).
+    /// The operation was cancelled by disconnect, shutdown or free, or a send was cut by a drop with
+    /// `connection_retry` off (`OperationCancelled`).
     IRONHUB_ERROR_OPERATION_CANCELLED = 9,
     /// The service answered with a failure status (`ServiceError`).
     IRONHUB_ERROR_SERVICE = 10,

@@ -20,6 +20,7 @@ impl Session {
         self.connected.load(Ordering::SeqCst)
     }
 
+    #[cfg(feature = "edge")]
     pub fn set_edge(&self, on: bool) {
         self.edge.store(on, Ordering::Relaxed);
     }

@@ -8,7 +8,9 @@ use ironhub_protocol::limits;
 use ironhub_protocol::topics;
 use serde_json::Value;
 
-use super::{lock, user_agent, Session};
+use super::Session;
+#[cfg(feature = "https")]
+use super::{lock, user_agent};
 use crate::error::{Error, Result};
 use crate::message::MethodResponse;
 
@@ -63,6 +65,12 @@ impl Session {
         let url = format!("https://{gateway}{port}{path}/methods?api-version=2019-10-01");
         // Wait as long as the hub may take (azure-iot-device cuts every call at 10 s).
         let timeout = Duration::from_secs(response_timeout.saturating_add(connect_timeout).saturating_add(10));
+        self.edge_hub_post(url, body, timeout).await
+    }
+
+    /// POSTs a method invocation to the Edge hub and returns its answer's body.
+    #[cfg(feature = "https")]
+    async fn edge_hub_post(self: &Arc<Self>, url: String, body: Value, timeout: Duration) -> Result<Value> {
         let http = self.http_client(timeout)?;
         let token = self.auth.password(false).await?.map(|t| t.token).unwrap_or_default();
         let req = http
@@ -83,6 +91,13 @@ impl Session {
         Ok(answer.body)
     }
 
+    /// A firmware build without HTTPS (no reqwest) cannot reach the Edge hub's method endpoint.
+    #[cfg(not(feature = "https"))]
+    async fn edge_hub_post(self: &Arc<Self>, _url: String, _body: Value, _timeout: Duration) -> Result<Value> {
+        Err(Error::Client("invoke_method needs ironhub's `https` feature, which this build leaves out".into()))
+    }
+
+    #[cfg(feature = "https")]
     fn http_client(&self, timeout: Duration) -> Result<reqwest::Client> {
         let mut h = lock(&self.http);
         if let Some(c) = &*h {

@@ -55,6 +55,7 @@ pub(crate) struct Session {
     /// Last "disconnected" reason reported, so a long outage reports each reason once.
     last_down_reason: Mutex<Option<crate::message::ConnectionReason>>,
     edge: AtomicBool,
+    #[cfg(feature = "https")]
     http: Mutex<Option<reqwest::Client>>,
     outbox: telemetry::Outbox,
     callbacks: telemetry::PendingCallbacks,
@@ -75,6 +76,7 @@ pub(crate) fn user_agent() -> String {
 impl Session {
     /// The TLS configuration of this client (trust roots, cipher list, X.509 identity), shared
     /// with the HTTPS calls that must present the same identity (file upload).
+    #[cfg(feature = "https")]
     pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
         self.tls.clone()
     }
@@ -117,6 +119,7 @@ impl Session {
             sastoken_notified: Mutex::new(None),
             last_down_reason: Mutex::new(None),
             edge: AtomicBool::new(false),
+            #[cfg(feature = "https")]
             http: Mutex::new(None),
             outbox,
             callbacks: Arc::new(tokio::sync::watch::channel(0).0),

@@ -2,6 +2,7 @@
 //! (`proxy`), opening an MQTT connection (`connector`), the MQTT connection task (`mqtt`) and the HTTPS client (`http`).
 
 pub(crate) mod connector;
+#[cfg(feature = "https")]
 pub mod http;
 pub mod proxy;
 pub(crate) mod mqtt;

@@ -7,7 +7,8 @@
  * "invoke <device> <module|-> <method> <json>" (service invokes a direct method; reply is
  * "<status> <payload-json>"), "c2d <device> <payload>" (service sends a C2D message with
  * property "k"="v"), "events <device>" (reply: number of telemetry messages the hub received),
- * "device <id>" (registers a device; reply: its connection string).
+ * "device <id>" (registers a device; reply: its connection string), "disconnect <device>" (the hub
+ * drops the device's connection).
  */
 #ifndef IRONHUB_TEST_COMMON_H
 #define IRONHUB_TEST_COMMON_H

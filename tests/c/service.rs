@@ -163,6 +163,15 @@ pub fn handle(request: &str) -> Result<String, String> {
             }
             Ok("ok".into())
         }
+        "disconnect" => {
+            // The hub drops the device's MQTT connection (as a network failure would).
+            let path = format!("/emulator/devices/{rest}/disconnect");
+            let (status, reply) = h.service.request("POST", &path, None).map_err(|e| e.to_string())?;
+            if status >= 300 {
+                return Err(format!("disconnect: {status} {reply}"));
+            }
+            Ok("ok".into())
+        }
         "events" => {
             let path = format!("/emulator/events?deviceId={rest}");
             let (status, reply) = h.service.request("GET", &path, None).map_err(|e| e.to_string())?;

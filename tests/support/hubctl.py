@@ -2,7 +2,7 @@
 (devices, modules, twins, methods) with a service SAS token, and the emulator's control API
 (recorded events, cloud-to-device messages, module inputs, routes, forced disconnects).
 
-The one place every Python suite (python/tests, tests/compat) and benches/sdk_comparison.py
+The one place every Python suite (python/tests, tests/compat) and benches/run
 start and drive the emulator from. The official SDK only connects to 8883/443, so suites that
 need those ports take `privileged_ports()` for as long as they use them.
 """
@@ -45,13 +45,13 @@ def privileged_ports(wait_s: float = 900):
     return sdk_ports_lock(wait_s)
 
 
-def start_privileged_hub(state_dir: Path) -> "Hub":
+def start_privileged_hub(state_dir: Path, hostname: str = "localhost") -> "Hub":
     """An emulator on IoT Hub's real ports. Call inside `privileged_ports()`; the previous
     holder's emulator may still be releasing the ports, so starting is retried for a while."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            return Hub(state_dir, mqtt_port=8883, https_port=443)
+            return Hub(state_dir, mqtt_port=8883, https_port=443, hostname=hostname)
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise
@@ -80,7 +80,7 @@ def sas_token(resource: str, key_b64: str, policy: Optional[str] = None, ttl: in
 class Hub:
     """A running emulator and the operator-side calls the tests need."""
 
-    def __init__(self, state_dir: Path, mqtt_port: int = 0, https_port: int = 0) -> None:
+    def __init__(self, state_dir: Path, mqtt_port: int = 0, https_port: int = 0, hostname: str = "localhost") -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         hub_json = self.state_dir / "hub.json"
@@ -103,6 +103,8 @@ class Hub:
                 str(mqtt_port),
                 "--https-port",
                 str(https_port),
+                "--hostname",
+                hostname,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

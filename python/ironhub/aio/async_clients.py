@@ -1,7 +1,8 @@
 """The asyncio ``IoTHubDeviceClient`` and ``IoTHubModuleClient``. Each operation is the
 native client's ``*_async`` method: an awaitable resolved from the core's own runtime (through
 pyo3-async-runtimes), so no executor thread waits per call. Setting a handler never blocks the
-event loop: the subscription is made in the background. Handlers may be plain
+event loop: the handler is recorded at once, the subscription is made in the background, and the
+client's next awaited operation completes only after it. Handlers may be plain
 functions or coroutine functions. A coroutine handler is started, in delivery order, on the
 event loop that was running when it was set; the dispatcher does not wait for it to finish
 (waiting would deadlock a loop that sets a handler while one of its coroutines is pending),
@@ -50,6 +51,12 @@ class _AsyncOperations(ClientBase):
                 asyncio.run(coroutine_function(*args))
 
         return run_on_loop
+
+    def _install_handler(self, name: str, value: Handler) -> None:
+        """Records the handler at once and subscribes in the background, so the event loop never
+        waits for the hub; the next awaited operation of this client completes only after the
+        subscription, and a failure goes to ``on_background_exception`` and the log."""
+        self._native.set_handler(name, value, background=True)
 
     async def connect(self) -> None:
         """Connects to the hub (see ``ironhub.IoTHubDeviceClient.connect``)."""

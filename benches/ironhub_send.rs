@@ -1,0 +1,155 @@
+//! The ironhub Rust side of `benches/run` until the engine's programs in `benches/rust/` take over:
+//! the same command line and measurements as the C programs (see `benches/c/bench_common.h`),
+//! through the public blocking API (`send_message`, `get_twin`) and pipelined sends
+//! (`send_message_pipelined`). Prints one JSON object per measurement:
+//! `{"name": ..., "value": ..., "unit": ...}`.
+//!
+//! Env: `BENCH_CS` (device connection string), `BENCH_CA` (the hub's root PEM file),
+//! `BENCH_MQTT_PORT` (default 8883). Built by `cargo build --profile bench --bench ironhub_send`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use ironhub::blocking::Client;
+use ironhub::{ClientOptions, Message};
+
+fn emit(name: &str, value: f64, unit: &str) {
+    println!("{}", ironhub::serde_json::json!({"name": name, "value": value, "unit": unit}));
+}
+
+fn emit_percentiles(prefix: &str, mut samples: Vec<f64>) {
+    samples.sort_by(f64::total_cmp);
+    for p in [50, 90, 99] {
+        let at = ((samples.len() - 1) as f64 * p as f64 / 100.0) as usize;
+        emit(&format!("{prefix}_p{p}"), samples[at], "us");
+    }
+}
+
+/// `/proc/self/status` field in KiB (VmRSS) or count (Threads).
+fn proc_status(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or("");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+/// CPU time of this process (user + system) and its context switches, from /proc/self/stat and status.
+fn usage() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after_comm.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    // Fields 14 and 15 (utime, stime) in clock ticks; after the comm they are at 11 and 12.
+    let ticks = 100.0;
+    let cpu_us = (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / ticks * 1e6;
+    (cpu_us, proc_status("voluntary_ctxt_switches:") + proc_status("nonvoluntary_ctxt_switches:"))
+}
+
+fn emit_rate(prefix: &str, n: usize, started: Instant, u0: (f64, f64)) {
+    let secs = started.elapsed().as_secs_f64();
+    let u1 = usage();
+    emit(prefix, n as f64 / secs, "msg/s");
+    emit(&format!("{prefix}_cpu"), (u1.0 - u0.0) / n as f64, "us/msg");
+    emit(&format!("{prefix}_ctxsw"), (u1.1 - u0.1) / n as f64, "switches/msg");
+}
+
+fn client(cs: &str, ca: &str) -> Client {
+    let options = ClientOptions {
+        server_verification_cert: Some(ca.to_string()),
+        mqtt_port: std::env::var("BENCH_MQTT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8883),
+        ..ClientOptions::default()
+    };
+    Client::create_from_connection_string(cs, options).expect("create")
+}
+
+/// `n` sends through `send_message_pipelined`, at most `window` outstanding (waited oldest first).
+fn pipelined(c: &Client, name: &str, n: usize, window: usize, size: usize) {
+    let msg = Message::new(vec![b'x'; size]);
+    let (u0, started) = (usage(), Instant::now());
+    let mut pending = VecDeque::with_capacity(window.min(n));
+    let mut failed = 0usize;
+    for _ in 0..n {
+        if pending.len() >= window {
+            failed += Client::wait_send(pending.pop_front().unwrap()).is_err() as usize;
+        }
+        pending.push_back(c.send_message_pipelined(&msg));
+    }
+    for f in pending {
+        failed += Client::wait_send(f).is_err() as usize;
+    }
+    emit_rate(name, n, started, u0);
+    emit(&format!("{name}_failed"), failed as f64, "sends");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let ca = std::fs::read_to_string(std::env::var("BENCH_CA").expect("set BENCH_CA")).expect("read BENCH_CA");
+    let num = |i: usize| -> usize { args.get(i).and_then(|v| v.parse().ok()).expect("numeric argument") };
+    let mode = args.first().map(String::as_str).unwrap_or("");
+
+    if mode == "clients" {
+        let list = std::fs::read_to_string(&args[1]).expect("read the connection string list");
+        let css: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+        // The shared runtime and dispatcher pool are created once per process: not per client.
+        let warm = client(css[0], &ca);
+        warm.connect().expect("connect");
+        warm.shutdown().ok();
+        let (rss0, threads0, started) = (proc_status("VmRSS:"), proc_status("Threads:"), Instant::now());
+        let clients: Vec<Client> = css
+            .iter()
+            .map(|cs| {
+                let c = client(cs, &ca);
+                c.connect().expect("connect");
+                c
+            })
+            .collect();
+        let secs = started.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(1));
+        let n = clients.len();
+        emit(&format!("clients_{n}_connect"), secs, "s");
+        emit(&format!("clients_{n}_rss"), (proc_status("VmRSS:") - rss0) / n as f64, "KiB/client");
+        emit(&format!("clients_{n}_threads"), proc_status("Threads:") - threads0, "threads");
+        for c in clients {
+            c.shutdown().ok();
+        }
+        return;
+    }
+
+    let cs = std::env::var("BENCH_CS").expect("set BENCH_CS");
+    let started = Instant::now();
+    let c = client(&cs, &ca);
+    c.connect().expect("connect");
+    let connect_ms = started.elapsed().as_secs_f64() * 1e3;
+    match mode {
+        "connect" => emit("connect", connect_ms, "ms"),
+        "sync" => {
+            let (n, size) = (num(1), num(2));
+            let msg = Message::new(vec![b'x'; size]);
+            let name = format!("sync_send_{size}B");
+            let mut lat = Vec::with_capacity(n);
+            let (u0, started) = (usage(), Instant::now());
+            for _ in 0..n {
+                let s = Instant::now();
+                c.send_message(&msg).expect("send");
+                lat.push(s.elapsed().as_secs_f64() * 1e6);
+            }
+            emit_rate(&name, n, started, u0);
+            emit_percentiles(&name, lat);
+        }
+        "burst" => pipelined(&c, &format!("burst_{}", num(1)), num(1), num(1), num(2)),
+        "window" => pipelined(&c, &format!("window_{}", num(2)), num(1), num(2), num(3)),
+        "twin" => {
+            let lat = (0..num(1))
+                .map(|_| {
+                    let s = Instant::now();
+                    c.get_twin().expect("get_twin");
+                    s.elapsed().as_secs_f64() * 1e6
+                })
+                .collect();
+            emit_percentiles("twin_get", lat);
+        }
+        other => {
+            eprintln!("unknown mode {other:?}: see benches/c/bench_common.h");
+            std::process::exit(2);
+        }
+    }
+    c.shutdown().ok();
+}
