@@ -110,8 +110,7 @@ impl MethodResponse {
 pub struct X509 {
     pub certificate_file: std::path::PathBuf,
     pub key_file: std::path::PathBuf,
-    /// Pass phrase of an encrypted key (encrypted PEM keys are not supported by rustls:
-    /// a pass phrase gives a clear error when the key cannot be read unencrypted).
+    /// Pass phrase of an encrypted key (PKCS#8 `ENCRYPTED PRIVATE KEY` or legacy OpenSSL PEM).
     pub pass_phrase: Option<String>,
 }
 

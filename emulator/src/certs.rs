@@ -1,6 +1,6 @@
 //! Owns the emulator's TLS material: a CA and a server certificate (hostname, `localhost`,
 //! 127.0.0.1) created with rcgen or reused from the state directory, the rustls server config
-//! both listeners use, and the verifier for `--ca-cert` device certificates.
+//! both listeners use, and reading the `--ca-cert` roots for CA-signed devices.
 //!
 //! The CA is kept across restarts so clients that trusted it once keep working; the server
 //! certificate is issued fresh at every start because the hostname may have changed.
@@ -15,7 +15,6 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::hub::persist;
@@ -174,18 +173,18 @@ pub fn server_config(identity: &ServerIdentity) -> Result<Arc<ServerConfig>, Cer
     Ok(Arc::new(config))
 }
 
-/// The verifier for `certificateAuthority` devices: chains must end at a CA from this PEM file.
-pub fn ca_verifier_from_file(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, CertError> {
+/// The roots `certificateAuthority` device chains may end at, from a PEM file (`--ca-cert`).
+/// Each must be a certificate webpki accepts as a trust anchor: a bad file fails at start.
+pub fn ca_roots_from_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
-    let mut roots = RootCertStore::empty();
+    let mut roots = Vec::new();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| file_error(path, e))?;
-        roots.add(cert).map_err(|e| file_error(path, e))?;
+        RootCertStore::empty().add(cert.clone()).map_err(|e| file_error(path, e))?;
+        roots.push(cert);
     }
     if roots.is_empty() {
         return Err(file_error(path, "no certificate found in the PEM file"));
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| file_error(path, e))
+    Ok(roots)
 }

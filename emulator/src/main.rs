@@ -76,7 +76,8 @@ struct ServeArgs {
     #[arg(long, value_name = "BASE64", value_parser = parse_key)]
     policy_key: Option<String>,
 
-    /// PEM file of CA certificates that devices with certificateAuthority authentication chain to.
+    /// PEM file of CA certificates that devices with certificateAuthority authentication chain to
+    /// (besides those registered at runtime through the service API's /certificates/{name}).
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
 

@@ -138,9 +138,9 @@ impl Emulator {
             // hub.json announces a running emulator: a stale one must not be read as ours.
             let _ = std::fs::remove_file(dir.join(HUB_FILE));
         }
-        let ca_verifier = match &config.ca_cert_file {
-            Some(path) => Some(certs::ca_verifier_from_file(path)?),
-            None => None,
+        let ca_roots = match &config.ca_cert_file {
+            Some(path) => certs::ca_roots_from_file(path)?,
+            None => Vec::new(),
         };
         let hub = Arc::new(Hub::new(HubConfig {
             hostname: config.hostname.clone(),
@@ -148,7 +148,7 @@ impl Emulator {
             policy_key: config.policy_key.clone(),
             retention: config.retention,
             throttle: config.throttle,
-            ca_verifier,
+            ca_roots,
             partition_count: config.partition_count,
         })?);
         let broker = Broker::with_timing(hub.clone(), config.timing);

@@ -42,7 +42,7 @@ pub fn harness() -> &'static Harness {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         let (hub, broker) = runtime.block_on(async {
             let hub = Arc::new(
-                Hub::new(HubConfig { hostname: HOST.into(), state_dir: None, retention: None, throttle: None, policy_key: None, ca_verifier: None, partition_count: 0 }).unwrap(),
+                Hub::new(HubConfig { hostname: HOST.into(), state_dir: None, retention: None, throttle: None, policy_key: None, ca_roots: Vec::new(), partition_count: 0 }).unwrap(),
             );
             hub.create_device(DEVICE).unwrap();
             let broker = Broker::new(hub.clone());

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "edge")]
 pub mod edge;
+pub mod private_key;
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};

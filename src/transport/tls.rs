@@ -113,16 +113,8 @@ pub fn load_client_identity(x509: &X509) -> Result<(Vec<CertificateDer<'static>>
     if chain.is_empty() {
         return Err(Error::invalid("certificate file holds no certificate"));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            if x509.pass_phrase.is_some() {
-                Error::invalid("encrypted private keys are not supported: decrypt the key file first")
-            } else {
-                Error::invalid("key file holds no usable private key")
-            }
-        })?;
+    let origin = x509.key_file.display().to_string();
+    let key = crate::auth::private_key::load(&key_pem, x509.pass_phrase.as_deref(), &origin)?;
     Ok((chain, key))
 }
 

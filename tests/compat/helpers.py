@@ -7,7 +7,7 @@ import queue
 import time
 import uuid
 
-from azure.iot.device import IoTHubDeviceClient, IoTHubModuleClient
+from azure.iot.device import X509, IoTHubDeviceClient, IoTHubModuleClient
 
 WAIT_SECONDS = 15
 
@@ -64,6 +64,19 @@ def create_module(registry, emulator, device_id, module_id=None):
 def device_client(clients, emulator, connection_string, **kwargs):
     client = IoTHubDeviceClient.create_from_connection_string(
         connection_string, server_verification_cert=emulator.ca_pem, **kwargs
+    )
+    clients.append(client)
+    return client
+
+
+def x509_client(clients, emulator, device_id, cert_file, key_file, pass_phrase=None):
+    """An X.509 device client (no retries, so a refused certificate fails the first connect)."""
+    client = IoTHubDeviceClient.create_from_x509_certificate(
+        x509=X509(cert_file=str(cert_file), key_file=str(key_file), pass_phrase=pass_phrase),
+        hostname=emulator.hostname,
+        device_id=device_id,
+        server_verification_cert=emulator.ca_pem,
+        connection_retry=False,
     )
     clients.append(client)
     return client

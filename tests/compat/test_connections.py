@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from helpers import create_device, decoded_body, device_client, new_key, unique, wait_events
+from helpers import create_device, decoded_body, device_client, new_key, unique, wait_events, x509_client
 
 
 def test_wrong_key_is_a_credential_error(registry, emulator, clients):
@@ -64,18 +64,6 @@ def self_signed(device_id, directory):
     )
     der = cert.public_bytes(serialization.Encoding.DER)
     return str(cert_file), str(key_file), hashlib.sha1(der).hexdigest().upper(), hashlib.sha256(der).hexdigest()
-
-
-def x509_client(clients, emulator, device_id, cert_file, key_file):
-    client = IoTHubDeviceClient.create_from_x509_certificate(
-        x509=X509(cert_file=cert_file, key_file=key_file),
-        hostname=emulator.hostname,
-        device_id=device_id,
-        server_verification_cert=emulator.ca_pem,
-        connection_retry=False,
-    )
-    clients.append(client)
-    return client
 
 
 def test_x509_self_signed(registry, emulator, clients, tmp_path):

@@ -8,6 +8,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use crate::hub::auth::{common_name, thumbprints};
+use crate::hub::certificates::certificate_der;
 use crate::hub::now_iso;
 
 /// Individual enrollments are keyed by registration id, groups by enrollment group id.
@@ -50,17 +51,6 @@ pub fn generate_key() -> String {
 
 fn invalid(message: impl Into<String>) -> (u16, String) {
     (400, message.into())
-}
-
-/// A certificate as the service accepts it: PEM text, or base64 DER.
-pub fn certificate_der(text: &str) -> Option<Vec<u8>> {
-    let trimmed = text.trim();
-    if trimmed.starts_with("-----BEGIN") {
-        return rustls_pemfile::certs(&mut trimmed.as_bytes()).next()?.ok().map(|c| c.as_ref().to_vec());
-    }
-    let der = BASE64.decode(trimmed.replace(['\r', '\n'], "")).ok()?;
-    x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(der)
 }
 
 fn certificate_info(der: &[u8]) -> Value {

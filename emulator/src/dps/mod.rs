@@ -17,13 +17,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::hub::auth::{common_name, host_matches, thumbprints, unix_now};
+use crate::hub::certificates::chain_ends_at;
 use crate::hub::{now_iso, ConnectRefusal, Hub};
 use crate::Identity;
 use enrollments::{Attestation, Kind};
@@ -266,7 +265,8 @@ impl Dps {
         }
         for (group_id, group) in &state.enrollment_groups {
             if let Some(Attestation::X509 { certificates }) = enrollments::attestation(Kind::Group, group) {
-                if certificates.iter().any(|ca| chain_verifies(ca, chain)) {
+                // DPS lets a group be verified by its root or an intermediate: each is an anchor.
+                if certificates.iter().any(|ca| chain_ends_at(&[CertificateDer::from(ca.as_slice())], chain)) {
                     return Ok(attested(Kind::Group, group_id));
                 }
             }
@@ -391,20 +391,6 @@ fn check_if_match(if_match: Option<&str>, current: Option<&Value>) -> Result<(),
     } else {
         Err((412, "The etag does not match the enrollment's".into()))
     }
-}
-
-/// Whether `chain` (leaf first) leads to `ca_der`, a root or intermediate certificate taken as
-/// the trust anchor (DPS lets a group be verified by either).
-fn chain_verifies(ca_der: &[u8], chain: &[Vec<u8>]) -> bool {
-    let mut roots = RootCertStore::empty();
-    if roots.add(CertificateDer::from(ca_der.to_vec())).is_err() {
-        return false;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let Ok(verifier) = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build() else { return false };
-    let leaf = CertificateDer::from(chain[0].as_slice());
-    let intermediates: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
-    verifier.verify_client_cert(&leaf, &intermediates, UnixTime::now()).is_ok()
 }
 
 /// Like `persist::write_atomic`, but the file is created 0600: it holds the service and enrollment keys.

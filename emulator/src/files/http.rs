@@ -1,5 +1,6 @@
 //! Owns the HTTPS routes of file upload: the device-facing hub calls (`/devices/{id}/files`,
-//! `/devices/{id}/files/notifications`, authorised with the device's SAS token), the blob
+//! `/devices/{id}/files/notifications`, authorised with the device's SAS token or, for X.509
+//! devices, the client certificate of the TLS connection, as IoT Hub does), the blob
 //! endpoint (`/{CONTAINER}/{blob path}?{sas}`) and the control API's
 //! `GET /emulator/fileNotifications[?deviceId=...]` (service SAS with ServiceConnect).
 
@@ -14,10 +15,18 @@ use crate::hub::{Hub, Right};
 use crate::Identity;
 
 fn authorize_device(hub: &Hub, req: &ApiRequest, device_id: &str) -> Result<(), HubError> {
-    let token = req.authorization().ok_or_else(|| HubError::new(error::UNAUTHORIZED, "Unauthorized: no Authorization header"))?;
-    hub.authenticate_sas(&Identity::device(device_id), token)
-        .map(|_| ())
-        .map_err(|_| HubError::new(error::UNAUTHORIZED, "Unauthorized: the device token is not valid for this device"))
+    let unauthorized = |why: &str| HubError::new(error::UNAUTHORIZED, format!("Unauthorized: {why}"));
+    let identity = Identity::device(device_id);
+    match req.authorization() {
+        Some(token) => hub
+            .authenticate_sas(&identity, token)
+            .map(|_| ())
+            .map_err(|_| unauthorized("the device token is not valid for this device")),
+        None if !req.peer_chain.is_empty() => hub
+            .authenticate_x509(&identity, &req.peer_chain)
+            .map_err(|_| unauthorized("the client certificate is not valid for this device")),
+        None => Err(unauthorized("no Authorization header and no client certificate")),
+    }
 }
 
 /// Dispatches one file-upload call; `None` when the path is not one.

@@ -136,7 +136,7 @@ pub async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>
     let result = if websocket::is_upgrade(&req) {
         websocket::upgrade(req, ctx.broker.clone(), ctx.amqp.clone(), peer_chain)
     } else {
-        dispatch(&ctx, req).await
+        dispatch(&ctx, req, peer_chain).await
     };
     // Nothing is acknowledged before it is on disk: a kill -9 after this answer loses nothing.
     if method != http::Method::GET {
@@ -154,8 +154,9 @@ pub async fn handle(ctx: Arc<Context>, req: http::Request<hyper::body::Incoming>
     }
 }
 
-async fn dispatch(ctx: &Context, req: http::Request<hyper::body::Incoming>) -> Result<Reply, HubError> {
-    let req = ApiRequest::read(req, ctx.limits.body_read_timeout).await?;
+async fn dispatch(ctx: &Context, req: http::Request<hyper::body::Incoming>, peer_chain: Vec<Vec<u8>>) -> Result<Reply, HubError> {
+    let mut req = ApiRequest::read(req, ctx.limits.body_read_timeout).await?;
+    req.peer_chain = peer_chain;
     if let Some(reply) = crate::dps::rest::route(&ctx.dps, &req) {
         return Ok(reply);
     }

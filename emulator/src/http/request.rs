@@ -24,6 +24,9 @@ pub struct ApiRequest {
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The client certificate chain of the TLS connection (leaf first; empty without one): how
+    /// X.509 devices authenticate their HTTPS calls (file upload).
+    pub peer_chain: Vec<Vec<u8>>,
 }
 
 impl ApiRequest {
@@ -47,7 +50,7 @@ impl ApiRequest {
                 None => (decode(p), String::new()),
             })
             .collect();
-        Ok(ApiRequest { method: parts.method, segments, query, headers: parts.headers, body })
+        Ok(ApiRequest { method: parts.method, segments, query, headers: parts.headers, body, peer_chain: Vec::new() })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -38,6 +38,9 @@ pub async fn route(ctx: &Context, req: &ApiRequest) -> Option<Result<Reply, HubE
         ["twins", id, "modules", mid] => twin(ctx, req, Identity::module(*id, *mid)),
         ["twins", id, "methods"] => invoke_method(ctx, req, Identity::device(*id)).await,
         ["twins", id, "modules", mid, "methods"] => invoke_method(ctx, req, Identity::module(*id, *mid)).await,
+        ["certificates"] => certificates(ctx, req),
+        ["certificates", name] => certificate(ctx, req, name),
+        ["certificates", name, action] if req.method == Method::POST => certificate_action(ctx, req, name, action),
         ["statistics", "devices"] => statistics(ctx, req, &[RegistryRead], |h| h.statistics_devices()),
         ["statistics", "service"] => statistics(ctx, req, &[ServiceConnect, RegistryRead], |h| h.statistics_service()),
         _ => return None,
@@ -116,6 +119,46 @@ fn device(ctx: &Context, req: &ApiRequest, id: &str) -> Result<Reply, HubError> 
         }
         _ => Err(method_not_allowed(req)),
     }
+}
+
+/// GET `/certificates`: the registered CA certificates (`{"value": [...]}`).
+fn certificates(ctx: &Context, req: &ApiRequest) -> Result<Reply, HubError> {
+    if req.method != Method::GET {
+        return Err(method_not_allowed(req));
+    }
+    authorize(ctx, req, &[RegistryRead])?;
+    Ok(response::ok(&ctx.hub.list_certificates()))
+}
+
+/// `/certificates/{name}`: a CA certificate device chains may end at once `isVerified`.
+fn certificate(ctx: &Context, req: &ApiRequest, name: &str) -> Result<Reply, HubError> {
+    match req.method {
+        Method::GET => {
+            authorize(ctx, req, &[RegistryRead])?;
+            Ok(response::ok_with_etag(&ctx.hub.get_certificate(name)?))
+        }
+        Method::PUT => {
+            authorize(ctx, req, &[RegistryWrite])?;
+            Ok(response::ok_with_etag(&ctx.hub.put_certificate(name, &req.json()?, req.if_match())?))
+        }
+        Method::DELETE => {
+            authorize(ctx, req, &[RegistryWrite])?;
+            ctx.hub.delete_certificate(name, req.if_match())?;
+            Ok(response::no_content())
+        }
+        _ => Err(method_not_allowed(req)),
+    }
+}
+
+/// `POST /certificates/{name}/generateVerificationCode` and `/verify`: IoT Hub's proof of possession.
+fn certificate_action(ctx: &Context, req: &ApiRequest, name: &str, action: &str) -> Result<Reply, HubError> {
+    authorize(ctx, req, &[RegistryWrite])?;
+    let description = match action {
+        "generateVerificationCode" => ctx.hub.generate_certificate_verification_code(name, req.if_match())?,
+        "verify" => ctx.hub.verify_certificate(name, req.if_match(), &req.json()?)?,
+        _ => return Err(HubError::new(error::NOT_FOUND, format!("No certificate operation '{action}'"))),
+    };
+    Ok(response::ok_with_etag(&description))
 }
 
 fn modules(ctx: &Context, req: &ApiRequest, id: &str) -> Result<Reply, HubError> {

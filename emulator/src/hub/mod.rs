@@ -17,6 +17,7 @@
 //! - `identities`: registry operations. `service_twins`: twins as the service API sees them.
 
 pub mod auth;
+pub mod certificates;
 pub mod devicebound;
 pub mod error;
 pub mod etag;
@@ -35,12 +36,12 @@ pub mod twin_changes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use ironhub_protocol::topics::PropertyBag;
-use rustls::server::danger::ClientCertVerifier;
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -82,8 +83,9 @@ pub struct HubConfig {
     pub throttle: Option<throttle::Tier>,
     /// The shared access policy key; when `None`, the persisted one or a new random one.
     pub policy_key: Option<String>,
-    /// Verifies device certificates for `certificateAuthority` identities (from `--ca-cert`).
-    pub ca_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Roots `certificateAuthority` device chains may end at (from `--ca-cert`), besides the
+    /// certificates registered through `/certificates/{name}`.
+    pub ca_roots: Vec<CertificateDer<'static>>,
     /// Partitions of the Event Hub-compatible endpoint; 0: IoT Hub's default, 4.
     pub partition_count: u32,
 }
@@ -160,7 +162,8 @@ pub struct Hub {
     store: Option<store::Store>,
     retention: Duration,
     throttle: Option<throttle::Throttle>,
-    ca_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Trusted CA certificates (`--ca-cert` and `/certificates/{name}`).
+    certificates: Mutex<certificates::Certificates>,
     state: Mutex<State>,
     /// Carries the last event sequence number; long-pollers wait for it to change.
     events_signal: tokio::sync::watch::Sender<u64>,
@@ -273,11 +276,13 @@ impl Hub {
         let mut stored_key = None;
         let mut store = None;
         let mut imported = None;
+        let mut stored_certificates = None;
         if let Some(dir) = &config.state_dir {
             std::fs::create_dir_all(dir).map_err(|e| state_error(format!("cannot create {}: {e}", dir.display())))?;
             let keep_after = now_ms() - retention.as_millis() as i64;
             let (opened, loaded) = store::Store::open(&dir.join("state.db"), keep_after).map_err(state_error)?;
             let legacy = dir.join("state.json");
+            stored_certificates = loaded.meta.get(certificates::STORE_KEY).cloned();
             let found = match State::from_store(loaded)? {
                 Some(found) => Some(found),
                 None => {
@@ -320,7 +325,7 @@ impl Hub {
             store,
             retention,
             throttle: config.throttle.map(throttle::Throttle::new),
-            ca_verifier: config.ca_verifier,
+            certificates: Mutex::new(certificates::Certificates::new(config.ca_roots, stored_certificates.as_deref())?),
             state: Mutex::new(state),
             events_signal: tokio::sync::watch::channel(0).0,
             feedback_signal: tokio::sync::watch::channel(0).0,
@@ -429,7 +434,55 @@ impl Hub {
             // IoT Hub refuses a disabled device with CONNACK 3 (azure-iot-sdk-c: DEVICE_DISABLED).
             return Err(ConnectRefusal::ServerUnavailable);
         }
-        auth::verify_certificate(&authentication, &id.device_id, chain_der, self.ca_verifier.as_ref())
+        let anchors = self.lock_certificates().trust_anchors();
+        auth::verify_certificate(&authentication, &id.device_id, chain_der, &anchors)
+    }
+
+    // ---- trusted CA certificates (`/certificates/{name}`) ----
+
+    fn lock_certificates(&self) -> MutexGuard<'_, certificates::Certificates> {
+        self.certificates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores the certificate registry as it is now (call with its lock held, so writes land in order).
+    fn persist_certificates(&self, certs: &certificates::Certificates) {
+        self.store_writes(|| vec![store::Write::Meta { key: certificates::STORE_KEY, value: certs.to_stored() }]);
+    }
+
+    pub fn list_certificates(&self) -> Value {
+        self.lock_certificates().list()
+    }
+
+    pub fn get_certificate(&self, name: &str) -> Result<Value, HubError> {
+        self.lock_certificates().get(name)
+    }
+
+    pub fn put_certificate(&self, name: &str, body: &Value, if_match: Option<&str>) -> Result<Value, HubError> {
+        let mut certs = self.lock_certificates();
+        let description = certs.put(name, body, if_match)?;
+        self.persist_certificates(&certs);
+        Ok(description)
+    }
+
+    pub fn generate_certificate_verification_code(&self, name: &str, if_match: Option<&str>) -> Result<Value, HubError> {
+        let mut certs = self.lock_certificates();
+        let description = certs.generate_verification_code(name, if_match)?;
+        self.persist_certificates(&certs);
+        Ok(description)
+    }
+
+    pub fn verify_certificate(&self, name: &str, if_match: Option<&str>, body: &Value) -> Result<Value, HubError> {
+        let mut certs = self.lock_certificates();
+        let description = certs.verify(name, if_match, body)?;
+        self.persist_certificates(&certs);
+        Ok(description)
+    }
+
+    pub fn delete_certificate(&self, name: &str, if_match: Option<&str>) -> Result<(), HubError> {
+        let mut certs = self.lock_certificates();
+        certs.delete(name, if_match)?;
+        self.persist_certificates(&certs);
+        Ok(())
     }
 
     pub fn set_connection_state(&self, id: &Identity, connected: bool) {
