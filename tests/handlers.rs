@@ -231,3 +231,32 @@ async fn ensure_desired_properties_delivers_changes_missed_while_offline_only() 
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(got_off.items().is_empty());
 }
+
+/// Three receive handlers set at once on a client that is not connected: every one of them
+/// auto-connects and subscribes while the link is still connecting. Each setter must return once
+/// the connect's re-subscription is acknowledged (a subscription counted as sent while offline
+/// left all but one waiting out `operation_timeout`), and each feature then receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_handlers_set_together_while_connecting_all_subscribe_promptly() {
+    let env = common::start().await;
+    for round in 0..5 {
+        let id = format!("h-race-{round}");
+        let client = env.device_client(&id);
+        let got = Collector::<Message>::new();
+        let g = got.clone();
+        let started = std::time::Instant::now();
+        let (a, b, c) = tokio::join!(
+            client.on_message_received(Some(Arc::new(move |m| g.push(m)))),
+            client.on_method_request_received(Some(Arc::new(|_r: MethodRequest| {}))),
+            client.on_twin_desired_properties_patch_received(Some(Arc::new(|_p: Value| {}))),
+        );
+        a.expect("message handler");
+        b.expect("method handler");
+        c.expect("patch handler");
+        // operation_timeout is far longer: a setter left waiting for a SUBACK that never comes shows here.
+        assert!(started.elapsed() < Duration::from_secs(8), "round {round}: setters took {:?}", started.elapsed());
+        env.c2d(&id, json!({"bodyText": "after the race"})).await;
+        assert_eq!(got.wait_for(1, 20).await.len(), 1, "round {round}: the C2D message arrives");
+        client.shutdown().await.unwrap();
+    }
+}
