@@ -1,8 +1,8 @@
 """ironhub: an Azure IoT Hub device and module client with a Rust core, a drop-in for
 ``azure.iot.device`` (replace the import; ``ironhub.aio`` mirrors ``azure.iot.device.aio``).
 
-ironhub-only additions: the ``mqtt_port``, ``https_port`` and ``operation_timeout`` factory
-keywords, and pipelined ``send_messages``.
+ironhub-only additions: the ``mqtt_port``, ``https_port``, ``operation_timeout``,
+``max_queued_messages`` and ``max_queued_bytes`` factory keywords, and pipelined ``send_messages``.
 
 Logging: the Rust core logs through Python's ``logging`` under the ``ironhub`` logger
 (``ironhub.<module>`` children). Levels are cached on first use; after changing them call

@@ -40,7 +40,8 @@ class ClientBase:
         Keywords: ``server_verification_cert``, ``websockets``, ``cipher``, ``product_info``,
         ``proxy_options``, ``sastoken_ttl``, ``keep_alive``, ``auto_connect``,
         ``connection_retry``, ``connection_retry_interval``, ``ensure_desired_properties``, and
-        ironhub's ``mqtt_port``, ``https_port``, ``operation_timeout``.
+        ironhub's ``mqtt_port``, ``https_port``, ``operation_timeout``, ``max_queued_messages``,
+        ``max_queued_bytes``.
 
         :raises TypeError: unknown keyword, or a keyword value of the wrong type.
         :raises ValueError: invalid connection string (an ``x509=true`` one needs

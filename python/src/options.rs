@@ -30,6 +30,9 @@ const KNOWN_KWARGS: &[&str] = &[
     "mqtt_port",
     "https_port",
     "operation_timeout",
+    // ironhub only: the telemetry queue bounds (one send past them is a ClientError at once).
+    "max_queued_messages",
+    "max_queued_bytes",
 ];
 
 /// Builds validated options from `kwargs`; `refused` lists the keywords this factory does
@@ -79,6 +82,8 @@ fn apply(options: &mut ClientOptions, name: &str, value: &Bound<'_, PyAny>) -> P
         "mqtt_port" => options.mqtt_port = port(name, value)?,
         "https_port" => options.https_port = port(name, value)?,
         "operation_timeout" => options.operation_timeout = seconds(name, value)?,
+        "max_queued_messages" => options.max_queued_messages = count(name, value)?,
+        "max_queued_bytes" => options.max_queued_bytes = count(name, value)?,
         _ => unreachable!("names were checked against KNOWN_KWARGS"),
     }
     Ok(())
@@ -120,6 +125,19 @@ fn port(name: &str, value: &Bound<'_, PyAny>) -> PyResult<u16> {
             "'{name}' must be a port number (1..65535), got {i}"
         ))
     })
+}
+
+/// A strict positive `int` (a bound, unlike azure-iot-device's `int(value)` keywords): a bool,
+/// float or string is a TypeError, since `True` or `"1e4"` as a queue bound is a caller's mistake.
+fn count(name: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if value.is_instance_of::<pyo3::types::PyBool>() || !value.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(PyTypeError::new_err(format!("Invalid type for '{name}'. Must be an int.")));
+    }
+    let i: i128 = value.extract().unwrap_or(i128::MAX);
+    if i <= 0 {
+        return Err(PyValueError::new_err(format!("'{name}' must be greater than 0, got {i}")));
+    }
+    Ok(usize::try_from(i).unwrap_or(usize::MAX))
 }
 
 fn seconds(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
