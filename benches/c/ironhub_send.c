@@ -16,10 +16,18 @@ static void die(const char *what, ironhub_result r) {
     exit(1);
 }
 
-static ironhub_client *create_client(const char *cs, const char *ca_pem) {
+/* `max_queued` > 0 raises the queue bounds to that many messages of `size` bytes: ironhub refuses
+ * a send past them (default 1000 messages) where azure-iot-sdk-c queues without bound, so the
+ * pipelined measurements raise them to the burst for a like-for-like comparison. */
+static ironhub_client *create_client(const char *cs, const char *ca_pem, size_t max_queued, size_t size) {
     ironhub_options *o = ironhub_options_new();
     ironhub_options_set_server_verification_cert(o, ca_pem);
     if (getenv("BENCH_MQTT_PORT")) ironhub_options_set_mqtt_port(o, (uint16_t)atoi(getenv("BENCH_MQTT_PORT")));
+    if (max_queued > 0) {
+        ironhub_result b = ironhub_options_set_max_queued_messages(o, (uint32_t)max_queued);
+        if (b == IRONHUB_OK) b = ironhub_options_set_max_queued_bytes(o, (uint64_t)max_queued * (size + 256));
+        if (b != IRONHUB_OK) die("queue bounds", b);
+    }
     ironhub_client *c = NULL;
     ironhub_result r = ironhub_client_create_from_connection_string(cs, o, &c);
     ironhub_options_free(o);
@@ -100,14 +108,14 @@ int main(int argc, char **argv) {
         raise_nofile(n * 2 + 1024);
         ironhub_client **cs = calloc(n, sizeof *cs);
         /* Load the library's runtime first so its fixed cost is not charged to the clients. */
-        ironhub_client *warm = create_client(css[0], ca);
+        ironhub_client *warm = create_client(css[0], ca, 0, 0);
         ironhub_result wr = ironhub_client_connect(warm);
         if (wr != IRONHUB_OK) die("connect", wr);
         ironhub_client_free(warm);
         long rss0 = rss_kib(), threads0 = thread_count();
         double t0 = now_us();
         for (size_t i = 0; i < n; i++) {
-            cs[i] = create_client(css[i], ca);
+            cs[i] = create_client(css[i], ca, 0, 0);
             ironhub_result r = ironhub_client_connect(cs[i]);
             if (r != IRONHUB_OK) die("connect", r);
         }
@@ -120,8 +128,9 @@ int main(int argc, char **argv) {
     }
 
     const char *cs_text = require_env("BENCH_CS");
+    int is_pipelined = pipelined_mode(mode, argc, argv, pname, sizeof pname, &pn, &pw, &psize);
     double t0 = now_us();
-    ironhub_client *c = create_client(cs_text, ca);
+    ironhub_client *c = create_client(cs_text, ca, is_pipelined ? pn : 0, is_pipelined ? psize : 0);
     ironhub_result r = ironhub_client_connect(c);
     if (r != IRONHUB_OK) die("connect", r);
     double connect_ms = (now_us() - t0) / 1e3;
@@ -136,7 +145,7 @@ int main(int argc, char **argv) {
         r = (ironhub_result)timed_calls(name, n, 1, sync_send, &ctx);
         if (r != IRONHUB_OK) die("send", r);
         ironhub_message_free(ctx.m);
-    } else if (pipelined_mode(mode, argc, argv, pname, sizeof pname, &pn, &pw, &psize)) {
+    } else if (is_pipelined) {
         pipelined(c, pname, pn, pw, psize);
     } else if (strcmp(mode, "twin") == 0 && argc == 3) {
         r = (ironhub_result)timed_calls("twin_get", strtoul(argv[2], NULL, 10), 0, get_twin, c);
