@@ -111,10 +111,10 @@ def worker(module: str, job: dict) -> dict:
     # ironhub bounds its queue (1000 messages by default; one send past it is a ClientError) where
     # azure-iot-device does not: raise the bound to the burst for a like-for-like comparison.
     bounds = {"max_queued_messages": burst, "max_queued_bytes": max(4 << 20, burst * 512)}
-    aio_kw = dict(server_verification_cert=ca, **(bounds if module == "ironhub" else {}))
+    client_kw = dict(server_verification_cert=ca, **(bounds if module == "ironhub" else {}))
 
     async def pipelined():
-        c = aio.IoTHubDeviceClient.create_from_connection_string(job["aio_cs"], **aio_kw)
+        c = aio.IoTHubDeviceClient.create_from_connection_string(job["aio_cs"], **client_kw)
         await c.connect()
         await asyncio.gather(*(c.send_message(sdk.Message("warm {}".format(i))) for i in range(200)))
         res = {}
@@ -144,7 +144,7 @@ def worker(module: str, job: dict) -> dict:
     out.update(asyncio.run(pipelined()))
 
     if hasattr(sdk.IoTHubDeviceClient, "send_messages"):
-        c = sdk.IoTHubDeviceClient.create_from_connection_string(job["aio_cs"], server_verification_cert=ca)
+        c = sdk.IoTHubDeviceClient.create_from_connection_string(job["aio_cs"], **client_kw)
         c.connect()
         t = time.perf_counter()
         for k in range(0, burst, window):
