@@ -713,6 +713,21 @@ ironhub_result ironhub_options_set_ensure_desired_properties(ironhub_options *o,
 ironhub_result ironhub_options_set_operation_timeout(ironhub_options *o, uint32_t seconds);
 
 /**
+ * ironhub only: telemetry messages queued or in flight at once, > 0 (default 1000; 0 is
+ * `IRONHUB_ERROR_INVALID_ARGUMENT`). One send past the bound fails at once with
+ * `IRONHUB_ERROR_CLIENT` ("queue full: ..."; for `ironhub_client_send_message_async`, through its
+ * callback) and is not sent; raise it for large pipelined bursts.
+ */
+ironhub_result ironhub_options_set_max_queued_messages(ironhub_options *o, uint32_t count);
+
+/**
+ * ironhub only: bytes (topic + payload) of telemetry queued or in flight at once, > 0 (default
+ * 4 MiB; 0 is `IRONHUB_ERROR_INVALID_ARGUMENT`); like `ironhub_options_set_max_queued_messages`,
+ * one send past it fails at once with `IRONHUB_ERROR_CLIENT`.
+ */
+ironhub_result ironhub_options_set_max_queued_bytes(ironhub_options *o, uint64_t bytes);
+
+/**
  * ironhub only: MQTT/TLS port of the hub or gateway, non-zero (default 8883).
  */
 ironhub_result ironhub_options_set_mqtt_port(ironhub_options *o, uint16_t port);

@@ -181,8 +181,11 @@ impl ClientOptions {
         if self.retry_give_up_after.is_some_and(|d| d.is_zero()) {
             return Err(Error::invalid("retry_give_up_after must be greater than 0"));
         }
-        if self.max_queued_messages == 0 || self.max_queued_bytes == 0 {
-            return Err(Error::invalid("max_queued_messages and max_queued_bytes must be greater than 0"));
+        if self.max_queued_messages == 0 {
+            return Err(Error::invalid("max_queued_messages must be greater than 0"));
+        }
+        if self.max_queued_bytes == 0 {
+            return Err(Error::invalid("max_queued_bytes must be greater than 0"));
         }
         if self.mqtt_port == 0 || self.https_port == 0 {
             return Err(Error::invalid("ports must be non-zero"));

@@ -302,6 +302,18 @@ fn c_provisioning_and_upload_asan() {
     check_program("test_provisioning", &[&c_source("test_provisioning.c")], Flavor::Asan);
 }
 
+/// The queue bounds set from C: a burst of 3,000 async sends under a raised bound all complete OK,
+/// each recorded once by the hub; under a bound of 100 the excess is refused at once (issue 9).
+#[test]
+fn c_queue_bounds_plain() {
+    check_program("test_queue_bounds", &[&c_source("test_queue_bounds.c")], Flavor::Plain);
+}
+
+#[test]
+fn c_queue_bounds_asan() {
+    check_program("test_queue_bounds", &[&c_source("test_queue_bounds.c")], Flavor::Asan);
+}
+
 #[path = "common/real_proxies.rs"]
 #[allow(dead_code)]
 mod real_proxies;

@@ -1,5 +1,5 @@
 //! `ironhub_options`: the keyword options of the `create_from_*` factories (python-surface.md),
-//! plus ironhub's own `operation_timeout` and ports.
+//! plus ironhub's own `operation_timeout`, ports and queue bounds.
 //!
 //! Each setter applies its value to a copy and runs the core's `ClientOptions::validate`, so a bad
 //! value is refused at the setter that carries it (with the core's message) and a handle never
@@ -185,6 +185,28 @@ pub extern "C" fn ironhub_options_set_ensure_desired_properties(o: *mut ironhub_
 pub extern "C" fn ironhub_options_set_operation_timeout(o: *mut ironhub_options, seconds: u32) -> ironhub_result {
     ffi_fallible! {
         update(o, |opts| { opts.operation_timeout = Duration::from_secs(u64::from(seconds)); Ok(()) })
+    }
+}
+
+/// ironhub only: telemetry messages queued or in flight at once, > 0 (default 1000; 0 is
+/// `IRONHUB_ERROR_INVALID_ARGUMENT`). One send past the bound fails at once with
+/// `IRONHUB_ERROR_CLIENT` ("queue full: ..."; for `ironhub_client_send_message_async`, through its
+/// callback) and is not sent; raise it for large pipelined bursts.
+#[no_mangle]
+pub extern "C" fn ironhub_options_set_max_queued_messages(o: *mut ironhub_options, count: u32) -> ironhub_result {
+    ffi_fallible! {
+        update(o, |opts| { opts.max_queued_messages = count as usize; Ok(()) })
+    }
+}
+
+/// ironhub only: bytes (topic + payload) of telemetry queued or in flight at once, > 0 (default
+/// 4 MiB; 0 is `IRONHUB_ERROR_INVALID_ARGUMENT`); like `ironhub_options_set_max_queued_messages`,
+/// one send past it fails at once with `IRONHUB_ERROR_CLIENT`.
+#[no_mangle]
+pub extern "C" fn ironhub_options_set_max_queued_bytes(o: *mut ironhub_options, bytes: u64) -> ironhub_result {
+    ffi_fallible! {
+        // Past usize (32-bit targets) the bound is unreachable anyway: saturate rather than refuse.
+        update(o, |opts| { opts.max_queued_bytes = usize::try_from(bytes).unwrap_or(usize::MAX); Ok(()) })
     }
 }
 

@@ -7,6 +7,7 @@
  * "invoke <device> <module|-> <method> <json>" (service invokes a direct method; reply is
  * "<status> <payload-json>"), "c2d <device> <payload>" (service sends a C2D message with
  * property "k"="v"), "events <device>" (reply: number of telemetry messages the hub received),
+ * "distinct_events <device>" (reply: how many distinct bodies among them),
  * "device <id>" (registers a device; reply: its connection string), "disconnect <device>" (the hub
  * drops the device's connection).
  */

@@ -181,6 +181,18 @@ pub fn handle(request: &str) -> Result<String, String> {
             let n = reply.get("events").and_then(Value::as_array).map_or(0, Vec::len);
             Ok(n.to_string())
         }
+        "distinct_events" => {
+            // Telemetry with distinct bodies the hub recorded: equal to "events" when none came twice.
+            let path = format!("/emulator/events?deviceId={rest}");
+            let (status, reply) = h.service.request("GET", &path, None).map_err(|e| e.to_string())?;
+            if status >= 300 {
+                return Err(format!("distinct_events: {status} {reply}"));
+            }
+            let events = reply.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
+            let bodies: std::collections::HashSet<String> =
+                events.iter().filter_map(|e| e.get("body").and_then(Value::as_str)).map(str::to_string).collect();
+            Ok(bodies.len().to_string())
+        }
         "token" => {
             let (device, ttl) = rest.split_once(' ').ok_or("token <device> <ttl>")?;
             let ttl: u64 = ttl.parse().map_err(|_| "ttl must be a number")?;
