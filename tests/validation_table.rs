@@ -72,6 +72,14 @@ fn apply(rule: &str, value: &str) -> ironhub::Result<()> {
             let opts = ClientOptions { cipher: value.to_string(), auto_connect: false, ..Default::default() };
             Client::create_from_connection_string(OFFLINE_CS, opts).map(|_| ())
         }
+        "max_queued_messages" => {
+            let opts = ClientOptions { max_queued_messages: value.parse().unwrap(), auto_connect: false, ..Default::default() };
+            Client::create_from_connection_string(OFFLINE_CS, opts).map(|_| ())
+        }
+        "max_queued_bytes" => {
+            let opts = ClientOptions { max_queued_bytes: value.parse().unwrap(), auto_connect: false, ..Default::default() };
+            Client::create_from_connection_string(OFFLINE_CS, opts).map(|_| ())
+        }
         other => panic!("unknown rule {other} in the table"),
     }
 }

@@ -309,6 +309,18 @@ func (o *Options) SetOperationTimeout(seconds uint32) error {
 	return call(func() C.ironhub_result { return C.ironhub_options_set_operation_timeout(o.o, C.uint32_t(seconds)) })
 }
 
+// SetMaxQueuedMessages bounds the telemetry queued or in flight at once (ironhub only, > 0,
+// default 1000); one send past it fails at once with ErrClient. Raise it for large async bursts.
+func (o *Options) SetMaxQueuedMessages(count uint32) error {
+	return call(func() C.ironhub_result { return C.ironhub_options_set_max_queued_messages(o.o, C.uint32_t(count)) })
+}
+
+// SetMaxQueuedBytes bounds the bytes (topic + payload) of that telemetry (ironhub only, > 0,
+// default 4 MiB).
+func (o *Options) SetMaxQueuedBytes(bytes uint64) error {
+	return call(func() C.ironhub_result { return C.ironhub_options_set_max_queued_bytes(o.o, C.uint64_t(bytes)) })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Messages
 

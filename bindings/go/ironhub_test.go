@@ -322,6 +322,10 @@ func TestValidationTable(t *testing.T) {
 			err = o.SetKeepAlive(uint32(n))
 		case "cipher":
 			err = o.SetCipher(tc.Value)
+		case "max_queued_messages":
+			err = o.SetMaxQueuedMessages(uint32(n))
+		case "max_queued_bytes":
+			err = o.SetMaxQueuedBytes(uint64(n))
 		case "x509_sastoken_ttl":
 			must(t, o.SetSasTokenTTL(uint32(n)))
 			_, err = NewFromX509Certificate("/nonexistent/cert.pem", "/nonexistent/key.pem", "", "hub.example", "dev", "", o)

@@ -47,6 +47,9 @@ def apply(rule, value):
         IoTHubDeviceClient.create_from_connection_string(OFFLINE_CS, keep_alive=int(value), auto_connect=False).shutdown()
     elif rule == "cipher":
         IoTHubDeviceClient.create_from_connection_string(OFFLINE_CS, cipher=value, auto_connect=False).shutdown()
+    elif rule in ("max_queued_messages", "max_queued_bytes"):
+        kwargs = {rule: int(value)}
+        IoTHubDeviceClient.create_from_connection_string(OFFLINE_CS, auto_connect=False, **kwargs).shutdown()
     else:
         raise AssertionError("unknown rule " + rule)
 

@@ -25,6 +25,10 @@ static ironhub_result apply(const char *rule, const char *value) {
         r = ironhub_options_set_keep_alive(o, (uint32_t)strtoul(value, NULL, 10));
     } else if (strcmp(rule, "cipher") == 0) {
         r = ironhub_options_set_cipher(o, value);
+    } else if (strcmp(rule, "max_queued_messages") == 0) {
+        r = ironhub_options_set_max_queued_messages(o, (uint32_t)strtoul(value, NULL, 10));
+    } else if (strcmp(rule, "max_queued_bytes") == 0) {
+        r = ironhub_options_set_max_queued_bytes(o, (uint64_t)strtoull(value, NULL, 10));
     } else if (strcmp(rule, "x509_sastoken_ttl") == 0) {
         CHECK_OK(ironhub_options_set_sastoken_ttl(o, (uint32_t)strtoul(value, NULL, 10)));
         r = ironhub_client_create_from_x509_certificate("/nonexistent/cert.pem", "/nonexistent/key.pem", NULL,
