@@ -79,6 +79,65 @@ fn pipelined(c: &Client, name: &str, n: usize, window: usize, size: usize) {
     emit(&format!("{name}_failed"), failed as f64, "sends");
 }
 
+/// One descriptor per client: the soft limit (often 1,024) is raised to the hard one.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Connects every connection string of `list` (one a line) in this process, one after another, and
+/// reports RSS and threads added per client. A connect that fails is reported on stderr (which
+/// client, after how long, why) and tried again up to twice: `clients_N_retried` counts them, and
+/// the program fails if one never connects.
+fn clients(list: &str, ca: &str) {
+    raise_fd_limit();
+    let list = std::fs::read_to_string(list).expect("read the connection string list");
+    let css: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    // The shared runtime and dispatcher pool are created once per process: not per client.
+    let warm = client(css[0], ca);
+    warm.connect().expect("connect");
+    warm.shutdown().ok();
+    let (rss0, threads0, started) = (proc_status("VmRSS:"), proc_status("Threads:"), Instant::now());
+    let mut retried = 0usize;
+    let mut clients = Vec::with_capacity(css.len());
+    for (i, cs) in css.iter().enumerate() {
+        let c = client(cs, ca);
+        let mut attempt = 0;
+        loop {
+            let t = Instant::now();
+            match c.connect() {
+                Ok(()) => break,
+                Err(e) if attempt < 2 => {
+                    eprintln!("client {i} of {}: connect failed after {:.1} s: {e}; again", css.len(), t.elapsed().as_secs_f64());
+                    attempt += 1;
+                    retried += 1;
+                }
+                Err(e) => {
+                    eprintln!("client {i} of {}: connect failed after {:.1} s: {e}; giving up", css.len(), t.elapsed().as_secs_f64());
+                    std::process::exit(1);
+                }
+            }
+        }
+        clients.push(c);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(1));
+    let n = clients.len();
+    emit(&format!("clients_{n}_connect"), secs, "s");
+    emit(&format!("clients_{n}_rss"), (proc_status("VmRSS:") - rss0) / n as f64, "KiB/client");
+    emit(&format!("clients_{n}_threads"), proc_status("Threads:") - threads0, "threads");
+    emit(&format!("clients_{n}_retried"), retried as f64, "connects");
+    // Tens of thousands of polite DISCONNECTs one after another take longer than the measurement:
+    // the process ends and the hub sees the sockets close.
+    std::process::exit(0);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let ca = std::fs::read_to_string(std::env::var("BENCH_CA").expect("set BENCH_CA")).expect("read BENCH_CA");
@@ -86,31 +145,7 @@ fn main() {
     let mode = args.first().map(String::as_str).unwrap_or("");
 
     if mode == "clients" {
-        let list = std::fs::read_to_string(&args[1]).expect("read the connection string list");
-        let css: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
-        // The shared runtime and dispatcher pool are created once per process: not per client.
-        let warm = client(css[0], &ca);
-        warm.connect().expect("connect");
-        warm.shutdown().ok();
-        let (rss0, threads0, started) = (proc_status("VmRSS:"), proc_status("Threads:"), Instant::now());
-        let clients: Vec<Client> = css
-            .iter()
-            .map(|cs| {
-                let c = client(cs, &ca);
-                c.connect().expect("connect");
-                c
-            })
-            .collect();
-        let secs = started.elapsed().as_secs_f64();
-        std::thread::sleep(Duration::from_secs(1));
-        let n = clients.len();
-        emit(&format!("clients_{n}_connect"), secs, "s");
-        emit(&format!("clients_{n}_rss"), (proc_status("VmRSS:") - rss0) / n as f64, "KiB/client");
-        emit(&format!("clients_{n}_threads"), proc_status("Threads:") - threads0, "threads");
-        for c in clients {
-            c.shutdown().ok();
-        }
-        return;
+        return clients(&args[1], &ca);
     }
 
     let cs = std::env::var("BENCH_CS").expect("set BENCH_CS");

@@ -85,11 +85,15 @@ fn load_or_create_ca(state_dir: Option<&Path>) -> Result<(rcgen::Certificate, Ke
 }
 
 /// The CA (reused from `state_dir` when there) and a fresh server certificate for `hostname`,
-/// `localhost` and 127.0.0.1.
-pub fn server_identity(state_dir: Option<&Path>, hostname: &str) -> Result<ServerIdentity, CertError> {
+/// `localhost`, 127.0.0.1 and `extra_names` (the other addresses the listeners bind).
+pub fn server_identity(state_dir: Option<&Path>, hostname: &str, extra_names: &[String]) -> Result<ServerIdentity, CertError> {
     let (ca_cert, ca_key, ca_pem) = load_or_create_ca(state_dir)?;
-    let mut names = vec![hostname.to_owned(), "localhost".to_owned(), "127.0.0.1".to_owned()];
-    names.dedup();
+    let mut names: Vec<String> = Vec::new();
+    for name in [hostname, "localhost", "127.0.0.1"].into_iter().chain(extra_names.iter().map(String::as_str)) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, hostname);

@@ -71,6 +71,12 @@ struct ServeArgs {
     #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
 
+    /// Another address the MQTT listener binds too, on the same port (repeatable; the server
+    /// certificate names it). One loopback address:port leaves clients only ~28,000 ephemeral
+    /// source ports: more clients on one host connect to 127.0.0.2, ... (`GatewayHostName=`).
+    #[arg(long, value_name = "IP")]
+    mqtt_also_bind: Vec<IpAddr>,
+
     /// Base64 key of the shared access policies (iothubowner, service, registryRead,
     /// registryReadWrite, device). Default: the persisted key, or a new random one.
     #[arg(long, value_name = "BASE64", value_parser = parse_key)]
@@ -149,8 +155,24 @@ async fn wait_for_stop() {
     }
 }
 
+/// One descriptor per connected client: the soft RLIMIT_NOFILE (often 1,024) would cap the hub far
+/// below the tens of thousands of clients it can hold, so it is raised to the hard limit, as servers do.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::warn!("emulator: cannot raise the open files limit to {}", limit.rlim_max);
+            }
+        }
+    }
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    raise_open_files_limit();
     let args = match Cli::parse().command {
         Command::Serve(args) => args,
         Command::Healthcheck(args) => std::process::exit(healthcheck::run(args)),
@@ -158,6 +180,7 @@ fn main() {
     let config = EmulatorConfig {
         hostname: args.hostname,
         mqtt_addr: SocketAddr::new(args.bind, args.mqtt_port),
+        mqtt_extra_ips: args.mqtt_also_bind,
         https_addr: SocketAddr::new(args.bind, args.https_port),
         amqp_addr: SocketAddr::new(args.bind, args.amqp_port.unwrap_or(if args.https_port == 443 { 5671 } else { 0 })),
         partition_count: args.partitions,

@@ -3,7 +3,7 @@
 //! (`Emulator::start`) or on a thread of its own (`BackgroundEmulator`, for sync tests, C tests
 //! and other languages).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +26,11 @@ use crate::workload::{self, WorkloadApi, WorkloadEndpoints};
 pub struct EmulatorConfig {
     pub hostname: String,
     pub mqtt_addr: SocketAddr,
+    /// More addresses the MQTT listener binds, on `mqtt_addr`'s port (the server certificate names
+    /// them too). Loopback gives one destination address:port only ~28,000 ephemeral source ports,
+    /// so 50,000 clients on one host need a second address (127.0.0.2, ...), reached with
+    /// `GatewayHostName=` in their connection strings.
+    pub mqtt_extra_ips: Vec<IpAddr>,
     pub https_addr: SocketAddr,
     /// The AMQP listener (IoT Hub's 5671): TLS, SASL, `$cbs`, the Event Hub-compatible endpoint.
     pub amqp_addr: SocketAddr,
@@ -58,6 +63,7 @@ impl Default for EmulatorConfig {
         EmulatorConfig {
             hostname: "localhost".into(),
             mqtt_addr: loopback,
+            mqtt_extra_ips: Vec::new(),
             https_addr: loopback,
             amqp_addr: loopback,
             amqp_limits: crate::amqp::AmqpLimits::default(),
@@ -117,8 +123,20 @@ pub struct RunningEmulator {
 
 const HUB_FILE: &str = "hub.json";
 
+/// Pending connections a listener queues before `accept` (the kernel caps it at `net.core.somaxconn`).
+/// tokio's `TcpListener::bind` asks for 1,024; a reconnect storm of tens of thousands of clients
+/// after a restart overflows that, and an overflowed queue drops handshakes (clients then wait
+/// for SYN retransmits, seconds each).
+const LISTEN_BACKLOG: u32 = 8192;
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
-    TcpListener::bind(addr).await.map_err(|source| EmulatorError::Bind { what, addr, source })
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| EmulatorError::Bind { what, addr, source })
 }
 
 /// The service connection string names the HTTPS port unless it is IoT Hub's 443.
@@ -154,12 +172,17 @@ impl Emulator {
         let broker = Broker::with_timing(hub.clone(), config.timing);
         let dps = Dps::new(hub.clone(), state_dir)?;
         broker.attach_dps(dps.clone());
-        let identity = certs::server_identity(state_dir, &config.hostname)?;
+        let extra_names: Vec<String> = config.mqtt_extra_ips.iter().map(IpAddr::to_string).collect();
+        let identity = certs::server_identity(state_dir, &config.hostname, &extra_names)?;
         let acceptor = TlsAcceptor::from(certs::server_config(&identity)?);
 
         let mqtt_listener = bind("MQTT", config.mqtt_addr).await?;
         let https_listener = bind("HTTPS", config.https_addr).await?;
         let mqtt_port = mqtt_listener.local_addr()?.port();
+        let mut mqtt_listeners = vec![mqtt_listener];
+        for ip in &config.mqtt_extra_ips {
+            mqtt_listeners.push(bind("MQTT", SocketAddr::new(*ip, mqtt_port)).await?);
+        }
         let https_port = https_listener.local_addr()?.port();
         let amqp_listener = bind("AMQP", config.amqp_addr).await?;
         let amqp_port = amqp_listener.local_addr()?.port();
@@ -194,7 +217,9 @@ impl Emulator {
             amqp: amqp.clone(),
             limits: config.http_limits,
         });
-        tasks.push(tokio::spawn(broker.clone().serve_tls(mqtt_listener, acceptor.clone())));
+        for listener in mqtt_listeners {
+            tasks.push(tokio::spawn(broker.clone().serve_tls(listener, acceptor.clone())));
+        }
         tasks.push(tokio::spawn(amqp.clone().serve_tls(amqp_listener, acceptor.clone())));
         tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import requests
 
@@ -45,13 +45,13 @@ def privileged_ports(wait_s: float = 900):
     return sdk_ports_lock(wait_s)
 
 
-def start_privileged_hub(state_dir: Path, hostname: str = "localhost") -> "Hub":
+def start_privileged_hub(state_dir: Path, hostname: str = "localhost", extra_args: Sequence[str] = ()) -> "Hub":
     """An emulator on IoT Hub's real ports. Call inside `privileged_ports()`; the previous
     holder's emulator may still be releasing the ports, so starting is retried for a while."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            return Hub(state_dir, mqtt_port=8883, https_port=443, hostname=hostname)
+            return Hub(state_dir, mqtt_port=8883, https_port=443, hostname=hostname, extra_args=extra_args)
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise
@@ -80,7 +80,10 @@ def sas_token(resource: str, key_b64: str, policy: Optional[str] = None, ttl: in
 class Hub:
     """A running emulator and the operator-side calls the tests need."""
 
-    def __init__(self, state_dir: Path, mqtt_port: int = 0, https_port: int = 0, hostname: str = "localhost") -> None:
+    def __init__(
+        self, state_dir: Path, mqtt_port: int = 0, https_port: int = 0, hostname: str = "localhost", extra_args: Sequence[str] = ()
+    ) -> None:
+        """`extra_args`: more `ironhub-emulator serve` options (e.g. `--mqtt-also-bind 127.0.0.2`)."""
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         hub_json = self.state_dir / "hub.json"
@@ -105,6 +108,7 @@ class Hub:
                 str(https_port),
                 "--hostname",
                 hostname,
+                *extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
