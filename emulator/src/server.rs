@@ -55,6 +55,10 @@ pub struct EmulatorConfig {
     pub throttle: Option<crate::hub::throttle::Tier>,
     /// Bounds on HTTPS peers (connections at once, request read timeouts).
     pub http_limits: crate::http::HttpLimits,
+    /// MQTT and AMQP connections held at once; past it a new one is closed at once. `None`: what
+    /// the open files limit leaves after the HTTPS cap and a reserve (a connection past that limit
+    /// would sit unaccepted in the kernel's queue while its client waits).
+    pub max_tls_connections: Option<usize>,
 }
 
 impl Default for EmulatorConfig {
@@ -77,6 +81,7 @@ impl Default for EmulatorConfig {
             retention: None,
             throttle: None,
             http_limits: crate::http::HttpLimits::default(),
+            max_tls_connections: None,
         }
     }
 }
@@ -217,10 +222,12 @@ impl Emulator {
             amqp: amqp.clone(),
             limits: config.http_limits,
         });
+        let cap = crate::tls_listener::ConnectionCap::new(config.max_tls_connections, config.http_limits.max_connections);
+        log::info!("emulator: holds up to {} MQTT and AMQP connections at once", cap.size());
         for listener in mqtt_listeners {
-            tasks.push(tokio::spawn(broker.clone().serve_tls(listener, acceptor.clone())));
+            tasks.push(tokio::spawn(broker.clone().serve_tls(listener, acceptor.clone(), cap.clone())));
         }
-        tasks.push(tokio::spawn(amqp.clone().serve_tls(amqp_listener, acceptor.clone())));
+        tasks.push(tokio::spawn(amqp.clone().serve_tls(amqp_listener, acceptor.clone(), cap)));
         tasks.push(tokio::spawn(crate::http::serve(https_listener, acceptor, ctx)));
         let service_connection_string = hub.service_connection_string(&service_host(&config.hostname, https_port));
         let running = RunningEmulator {

@@ -6,6 +6,7 @@
 mod mqtt_support;
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ironhub_emulator::server::EmulatorConfig;
 use ironhub_emulator::Identity;
@@ -47,4 +48,32 @@ async fn without_extra_addresses_only_the_configured_one_answers() {
     let id = Identity::device("not-there");
     let refused = Client::connect(options_via(&hub, &id, EXTRA[0])).await;
     assert!(refused.is_err(), "nothing should listen on {}", EXTRA[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_a_client_is_closed_at_once_instead_of_left_waiting() {
+    let hub = TestHub::start_with(EmulatorConfig { max_tls_connections: Some(2), ..Default::default() }).await;
+    let (first, second) = (Identity::device("cap-1"), Identity::device("cap-2"));
+    let _a = Client::connect(options_via(&hub, &first, "127.0.0.1")).await.expect("first within the cap");
+    let _b = Client::connect(options_via(&hub, &second, "127.0.0.1")).await.expect("second within the cap");
+
+    let third = Identity::device("cap-3");
+    let started = Instant::now();
+    let refused = Client::connect(options_via(&hub, &third, "127.0.0.1")).await;
+    assert!(refused.is_err(), "a third connection past a cap of 2");
+    // Not the 10 s of a handshake or CONNACK timeout: the socket is closed as soon as it is accepted.
+    assert!(started.elapsed() < Duration::from_secs(3), "refused after {:?}", started.elapsed());
+
+    // A connection that ends frees its place.
+    assert!(hub.broker.disconnect(&first));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect(options_via(&hub, &third, "127.0.0.1")).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no place freed within 10 s: {e:?}"),
+        }
+    }
 }

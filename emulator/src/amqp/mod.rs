@@ -104,9 +104,9 @@ impl AmqpServer {
     }
 
     /// The 5671 listener: TLS, then AMQP.
-    pub async fn serve_tls(self: Arc<Self>, listener: TcpListener, tls: TlsAcceptor) {
+    pub async fn serve_tls(self: Arc<Self>, listener: TcpListener, tls: TlsAcceptor, cap: crate::tls_listener::ConnectionCap) {
         let handshake = self.limits.handshake_timeout;
-        crate::tls_listener::serve("amqp", listener, tls, handshake, move |stream| self.clone().serve_stream(stream)).await
+        crate::tls_listener::serve("amqp", listener, tls, handshake, cap, move |stream| self.clone().serve_stream(stream)).await
     }
 
     /// AMQP over WebSockets (443, after the HTTP upgrade): each binary message carries AMQP bytes.

@@ -87,8 +87,13 @@ impl Broker {
 
     /// Accept loop for MQTT over TLS (8883). Every accepted socket gets its own task, so a
     /// slow TLS handshake never holds up the next client.
-    pub async fn serve_tls(self: Arc<Self>, listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
-        crate::tls_listener::serve("mqtt", listener, acceptor, connection::HANDSHAKE_TIMEOUT, move |tls| {
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        cap: crate::tls_listener::ConnectionCap,
+    ) {
+        crate::tls_listener::serve("mqtt", listener, acceptor, connection::HANDSHAKE_TIMEOUT, cap, move |tls| {
             let chain = peer_chain(tls.get_ref().1);
             self.clone().serve_connection(tls, chain)
         })
