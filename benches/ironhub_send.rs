@@ -52,12 +52,32 @@ fn emit_rate(prefix: &str, n: usize, started: Instant, u0: (f64, f64)) {
 }
 
 fn client(cs: &str, ca: &str) -> Client {
+    client_with(cs, ca, ClientOptions::default())
+}
+
+fn client_with(cs: &str, ca: &str, options: ClientOptions) -> Client {
     let options = ClientOptions {
         server_verification_cert: Some(ca.to_string()),
         mqtt_port: std::env::var("BENCH_MQTT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8883),
-        ..ClientOptions::default()
+        ..options
     };
     Client::create_from_connection_string(cs, options).expect("create")
+}
+
+/// Pipelined modes queue `n` sends at once: the queue bounds are raised to hold them (as the C and
+/// Python programs do), so a send fails only if the engine refuses it, not the default bound of 1,000.
+fn pipelined_options(mode: &str, args: &[String]) -> ClientOptions {
+    let num = |i: usize| args.get(i).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let (n, size) = match mode {
+        "burst" => (num(1), num(2)),
+        "window" => (num(1), num(3)),
+        _ => return ClientOptions::default(),
+    };
+    ClientOptions {
+        max_queued_messages: n.max(ironhub::options::DEFAULT_MAX_QUEUED_MESSAGES),
+        max_queued_bytes: (n * (size + 256)).max(ironhub::options::DEFAULT_MAX_QUEUED_BYTES),
+        ..ClientOptions::default()
+    }
 }
 
 /// `n` sends through `send_message_pipelined`, at most `window` outstanding (waited oldest first).
@@ -150,7 +170,7 @@ fn main() {
 
     let cs = std::env::var("BENCH_CS").expect("set BENCH_CS");
     let started = Instant::now();
-    let c = client(&cs, &ca);
+    let c = client_with(&cs, &ca, pipelined_options(mode, &args));
     c.connect().expect("connect");
     let connect_ms = started.elapsed().as_secs_f64() * 1e3;
     match mode {
