@@ -8,7 +8,7 @@ import warnings
 from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
 from . import _native
-from .models import Message, X509
+from .models import X509
 
 Handler = Optional[Callable[..., Any]]
 C = TypeVar("C", bound="ClientBase")
@@ -220,8 +220,3 @@ def _deprecated(name: str, instead: str) -> None:
         DeprecationWarning,
         stacklevel=3,
     )
-
-
-def as_message(value: Any) -> Message:
-    """azure-iot-device sends any non-Message value as ``Message(value)``."""
-    return value if isinstance(value, Message) else Message(value)

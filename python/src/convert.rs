@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use ironhub::{Message, MethodRequest, MethodResponse};
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyMemoryView, PyString};
@@ -34,7 +35,8 @@ pub fn from_json<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyA
 }
 
 /// The payload bytes of `Message.data`, converted as paho-mqtt converts a payload for
-/// azure-iot-device: text as UTF-8, numbers as their `str()`, `None` as empty.
+/// azure-iot-device: text as UTF-8, numbers as their `str()`, `None` as empty. One copy of the
+/// bytes, straight into the buffer the core keeps.
 fn payload(data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if data.is_none() {
         return Ok(Bytes::new());
@@ -63,13 +65,16 @@ fn payload(data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     ))
 }
 
-/// `str(value)`.
+/// `str(value)`; an exact `str` is read as it is (no `str()` call, no new object).
 fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = value.cast_exact::<PyString>() {
+        return Ok(s.to_cow()?.into_owned());
+    }
     Ok(value.str()?.to_cow()?.into_owned())
 }
 
 /// `str(value)` of an optional attribute, as azure-iot-device formats system properties.
-fn optional_text(obj: &Bound<'_, PyAny>, attr: &str) -> PyResult<Option<String>> {
+fn optional_text(obj: &Bound<'_, PyAny>, attr: &Bound<'_, PyString>) -> PyResult<Option<String>> {
     let v = obj.getattr(attr)?;
     if v.is_none() {
         return Ok(None);
@@ -77,34 +82,49 @@ fn optional_text(obj: &Bound<'_, PyAny>, attr: &str) -> PyResult<Option<String>>
     Ok(Some(text(&v)?))
 }
 
-/// An `ironhub.models.Message` (or any object with its attributes) as a core message.
+/// A value to send as a core message: an `ironhub.models.Message` is converted attribute by
+/// attribute, any other value is sent as `Message(value)` (azure-iot-device's rule), without
+/// making that Python object.
+pub fn outgoing_message(value: &Bound<'_, PyAny>) -> PyResult<Message> {
+    let class = MESSAGE_CLASS.import(value.py(), "ironhub.models", "Message")?;
+    if value.is_instance(class)? {
+        message_from_py(value)
+    } else {
+        Ok(Message::new(payload(value)?))
+    }
+}
+
+/// An `ironhub.models.Message` (or any object with its attributes) as a core message. Attribute
+/// names are interned once: a send looks them up without making a Python string each.
 pub fn message_from_py(msg: &Bound<'_, PyAny>) -> PyResult<Message> {
-    let mut out = Message::new(payload(&msg.getattr("data")?)?);
-    out.message_id = optional_text(msg, "message_id")?;
-    out.correlation_id = optional_text(msg, "correlation_id")?;
-    out.user_id = optional_text(msg, "user_id")?;
-    out.content_encoding = optional_text(msg, "content_encoding")?;
-    out.content_type = optional_text(msg, "content_type")?;
-    out.output_name = optional_text(msg, "output_name")?;
-    out.iothub_interface_id = optional_text(msg, "iothub_interface_id")?;
-    let expiry = msg.getattr("expiry_time_utc")?;
+    let py = msg.py();
+    let mut out = Message::new(payload(&msg.getattr(intern!(py, "data"))?)?);
+    out.message_id = optional_text(msg, intern!(py, "message_id"))?;
+    out.correlation_id = optional_text(msg, intern!(py, "correlation_id"))?;
+    out.user_id = optional_text(msg, intern!(py, "user_id"))?;
+    out.content_encoding = optional_text(msg, intern!(py, "content_encoding"))?;
+    out.content_type = optional_text(msg, intern!(py, "content_type"))?;
+    out.output_name = optional_text(msg, intern!(py, "output_name"))?;
+    out.iothub_interface_id = optional_text(msg, intern!(py, "iothub_interface_id"))?;
+    let expiry = msg.getattr(intern!(py, "expiry_time_utc"))?;
     if !expiry.is_none() {
         // A datetime goes out as ISO 8601, like azure-iot-device does.
-        let text = if expiry.hasattr("isoformat")? {
-            expiry.call_method0("isoformat")?
+        let text = if expiry.hasattr(intern!(py, "isoformat"))? {
+            expiry.call_method0(intern!(py, "isoformat"))?
         } else {
             expiry
         };
         out.expiry_time_utc = Some(self::text(&text)?);
     }
-    let props = msg.getattr("custom_properties")?;
+    let props = msg.getattr(intern!(py, "custom_properties"))?;
     if let Ok(dict) = props.cast::<PyDict>() {
         // The usual case (a dict): no `items()` view and no tuple per property.
+        out.custom_properties.reserve(dict.len());
         for (k, v) in dict.iter() {
             out.set_property(text(&k)?, text(&v)?);
         }
     } else if !props.is_none() {
-        for item in props.call_method0("items")?.try_iter()? {
+        for item in props.call_method0(intern!(py, "items"))?.try_iter()? {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
             out.set_property(text(&k)?, text(&v)?);
         }

@@ -1,0 +1,88 @@
+"""The send path's per-call work: a value that is not a ``Message`` is sent as ``Message(value)``
+(azure-iot-device's rule) without that Python object being made, by every send call (sync,
+asyncio, ``send_messages`` with any iterable); and what reaches the hub is the same either way."""
+
+import asyncio
+
+import pytest
+
+import ironhub.models
+from ironhub import IoTHubDeviceClient, Message
+from ironhub import aio
+
+
+class TaggedMessage(Message):
+    """A subclass still goes through the attribute conversion (its properties are sent)."""
+
+    def __init__(self, data):
+        super().__init__(data, content_type="application/json")
+        self.custom_properties["tag"] = "sub"
+
+
+@pytest.fixture
+def message_inits(monkeypatch):
+    """Counts the ``Message`` objects made while the test runs."""
+    made = []
+    original = ironhub.models.Message.__init__
+
+    def counting_init(self, *args, **kwargs):
+        made.append(args[0] if args else kwargs.get("data"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ironhub.models.Message, "__init__", counting_init)
+    return made
+
+
+def test_sync_sends_of_plain_values_make_no_message(make_client, hub, device_cs, unique_id, client_kwargs, message_inits):
+    c = make_client(IoTHubDeviceClient, "create_from_connection_string", device_cs, **client_kwargs)
+    c.send_message("text")
+    c.send_message(b"raw")
+    c.send_message(42)
+    c.send_message(None)
+    c.send_messages(x for x in ("g1", 2.5, bytearray(b"g3")))  # any iterable, as before
+    assert message_inits == []
+    events = hub.telemetry(unique_id, 7)
+    assert [e["body"] for e in events] == ["text", "raw", "42", "", "g1", "2.5", "g3"]
+    assert all(e["properties"] == {} for e in events)
+
+
+def test_asyncio_sends_of_plain_values_make_no_message(hub, device_cs, unique_id, client_kwargs, message_inits):
+    async def main():
+        c = aio.IoTHubDeviceClient.create_from_connection_string(device_cs, **client_kwargs)
+        try:
+            await asyncio.gather(*(c.send_message("a{}".format(i)) for i in range(3)))
+            await c.send_messages(["b0", b"b1"])
+        finally:
+            await c.shutdown()
+
+    asyncio.run(main())
+    assert message_inits == []
+    events = hub.telemetry(unique_id, 5)
+    assert sorted(e["body"] for e in events[:3]) == ["a0", "a1", "a2"]
+    assert [e["body"] for e in events[3:]] == ["b0", "b1"]
+
+
+def test_messages_and_subclasses_keep_their_properties(make_client, hub, device_cs, unique_id, client_kwargs):
+    c = make_client(IoTHubDeviceClient, "create_from_connection_string", device_cs, **client_kwargs)
+    m = Message("m", message_id="id-1")
+    m.custom_properties["k"] = "v"
+    c.send_messages([m, TaggedMessage("{}"), "plain"])
+    events = hub.telemetry(unique_id, 3)
+    assert [e["body"] for e in events] == ["m", "{}", "plain"]
+    assert events[0]["properties"] == {"k": "v"}
+    assert events[0]["systemProperties"]["messageId"] == "id-1"
+    assert events[1]["properties"] == {"tag": "sub"}
+    assert events[1]["systemProperties"]["contentType"] == "application/json"
+
+
+def test_unencodable_values_are_refused_before_anything_is_sent(make_client, hub, device_cs, unique_id, client_kwargs):
+    c = make_client(IoTHubDeviceClient, "create_from_connection_string", device_cs, **client_kwargs)
+    with pytest.raises(ironhub.exceptions.ClientError) as err:
+        c.send_message(object())
+    assert isinstance(err.value.__cause__, TypeError)
+    with pytest.raises(ironhub.exceptions.ClientError):
+        c.send_messages(["fine", {"a": 1}])  # one bad value: none of the batch is queued
+    with pytest.raises(TypeError):
+        c.send_messages(5)  # not iterable, as `[... for m in 5]` refused it
+    c.send_message("after")
+    assert [e["body"] for e in hub.telemetry(unique_id, 1)] == ["after"]
