@@ -83,8 +83,13 @@ def measure(a):
         ca = f.read()
     nums = [int(x) for x in a.args] if a.mode != "clients" else []
 
+    if a.sdk == "ironhub" and os.environ.get("BENCH_MQTT_PORT"):
+        port = {"mqtt_port": int(os.environ["BENCH_MQTT_PORT"])}  # azure-iot-device knows 8883 only
+    else:
+        port = {}
+
     def make(cls, cs, **kw):
-        return cls.create_from_connection_string(cs, server_verification_cert=ca, **kw)
+        return cls.create_from_connection_string(cs, server_verification_cert=ca, **port, **kw)
 
     if a.mode == "clients":
         with open(a.args[0]) as f:

@@ -25,11 +25,13 @@ class ClientBase:
     ``create_from_*`` classmethod."""
 
     _is_module = False
+    # The handlers set, as the application gave them. Read-only here: a client gets a dict of its
+    # own when a handler is first set, so the many telemetry-only clients of a process carry none.
+    _handlers: Dict[str, Handler] = {}
 
     def __init__(self, native: "_native.Client") -> None:
         """Wraps a native client; applications use the ``create_from_*`` classmethods."""
         self._native = native
-        self._handlers: Dict[str, Handler] = {}
 
     # -- factories -----------------------------------------------------------------------
 
@@ -92,6 +94,8 @@ class ClientBase:
         if value is not None and not callable(value):
             raise TypeError("handler must be callable or None")
         self._install_handler(name, self._adapt_handler(value))
+        if "_handlers" not in vars(self):
+            self._handlers = {}
         self._handlers[name] = value
 
     @property
