@@ -86,3 +86,29 @@ def test_unencodable_values_are_refused_before_anything_is_sent(make_client, hub
         c.send_messages(5)  # not iterable, as `[... for m in 5]` refused it
     c.send_message("after")
     assert [e["body"] for e in hub.telemetry(unique_id, 1)] == ["after"]
+
+
+def test_asyncio_sends_resolve_after_idle_gaps_and_on_a_new_loop(hub, device_cs, unique_id, client_kwargs):
+    """The sends of a client on a loop are polled by one driver that ends when none is left and is
+    started again by the next send; a new event loop gets a sink (and driver) of its own."""
+    c = aio.IoTHubDeviceClient.create_from_connection_string(device_cs, **client_kwargs)
+
+    async def rounds(tag):
+        for r in range(3):
+            await asyncio.gather(*(c.send_message("{}{}-{}".format(tag, r, i)) for i in range(50)))
+            await asyncio.sleep(0.1)  # the driver goes idle between rounds
+        cancelled = asyncio.ensure_future(c.send_message("{}-cancelled".format(tag)))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # an awaiter that gave up: the batch resolves the others regardless
+        await asyncio.gather(*(c.send_message("{}x-{}".format(tag, i)) for i in range(10)))
+
+    try:
+        asyncio.run(rounds("a"))
+        asyncio.run(rounds("b"))
+    finally:
+        asyncio.run(c.shutdown())
+    bodies = [e["body"] for e in hub.telemetry(unique_id, 2 * 160, timeout_s=30)]
+    for tag in "ab":
+        expected = {"{}{}-{}".format(tag, r, i) for r in range(3) for i in range(50)}
+        expected |= {"{}x-{}".format(tag, i) for i in range(10)}
+        assert expected <= set(bodies)
