@@ -207,12 +207,12 @@ AZURE = "azure-iot-device"
 
 
 def compare(a):
+    if a.emulator:
+        os.environ["IRONHUB_EMULATOR"] = a.emulator  # read by hubctl when imported
     repo = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(repo / "tests" / "support"))
     import hubctl  # the emulator process and the operator-side helper of the test suites
 
-    if a.emulator:
-        os.environ["IRONHUB_EMULATOR"] = a.emulator
     sides = {} if a.skip_azure else {AZURE: (sys.executable, "azure.iot.device")}
     sides["ironhub"] = (sys.executable, "ironhub")
     for v in a.variant:

@@ -19,6 +19,18 @@ class TaggedMessage(Message):
         self.custom_properties["tag"] = "sub"
 
 
+class ComputedContentType(Message):
+    """A subclass may define properties: it is read through the attribute protocol."""
+
+    @property
+    def content_type(self):
+        return "text/plain"
+
+    @content_type.setter
+    def content_type(self, value):
+        pass
+
+
 @pytest.fixture
 def message_inits(monkeypatch):
     """Counts the ``Message`` objects made while the test runs."""
@@ -66,9 +78,13 @@ def test_messages_and_subclasses_keep_their_properties(make_client, hub, device_
     c = make_client(IoTHubDeviceClient, "create_from_connection_string", device_cs, **client_kwargs)
     m = Message("m", message_id="id-1")
     m.custom_properties["k"] = "v"
-    c.send_messages([m, TaggedMessage("{}"), "plain"])
-    events = hub.telemetry(unique_id, 3)
-    assert [e["body"] for e in events] == ["m", "{}", "plain"]
+    s = Message("s")
+    s.set_as_security_message()
+    c.send_messages([m, TaggedMessage("{}"), "plain", ComputedContentType("c"), s])
+    events = hub.telemetry(unique_id, 5)
+    assert [e["body"] for e in events] == ["m", "{}", "plain", "c", "s"]
+    assert events[3]["systemProperties"]["contentType"] == "text/plain"
+    assert events[4]["systemProperties"]["interfaceId"] == ironhub.models._SECURITY_MESSAGE_INTERFACE_ID
     assert events[0]["properties"] == {"k": "v"}
     assert events[0]["systemProperties"]["messageId"] == "id-1"
     assert events[1]["properties"] == {"tag": "sub"}
