@@ -220,7 +220,7 @@ def compare(a):
         sides[name] = (python, "ironhub")
     s, b, w = a.size, a.burst, a.window
     plan = [["sync", a.messages, s], ["burst", b, s], ["window", b, w, s], ["twin", a.twins]]
-    ironhub_only = [["batch", b, w, s], ["aio_batch", b, w, s]]
+    ironhub_only = [["batch", b, b, s], ["aio_batch", b, b, s]]  # the whole burst in one call
     results, units = {}, {}
 
     def run(side, mode_args, env):
