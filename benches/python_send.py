@@ -15,7 +15,8 @@ It also runs a whole side-by-side comparison by itself, for working on the wheel
 
     python3 benches/python_send.py compare [--variant NAME=PYTHON ...] [--rounds 3] [--clients 1000]
 
-starts one emulator on IoT Hub's ports (holding the machine-wide lock of tests/support/hubctl.py),
+starts one emulator on IoT Hub's ports (holding the machine-wide lock of tests/support/hubctl.py;
+with --skip-azure, on free ports without the lock),
 runs azure-iot-device, the installed ironhub and every `--variant` (another interpreter or venv with
 another ironhub wheel, e.g. main's, for before/after figures) round by round in rotating order, each
 mode in a fresh process, and prints the medians as JSON lines (`python.<measure>.<side>`) with the
@@ -235,8 +236,16 @@ def compare(a):
                 results.setdefault(side, {}).setdefault(m["name"], []).append(m["value"])
                 units[m["name"]] = m["unit"]
 
-    with hubctl.privileged_ports(), tempfile.TemporaryDirectory() as state:
-        hub = hubctl.start_privileged_hub(Path(state), hostname="127.0.0.1")
+    import contextlib
+
+    # azure-iot-device connects to 8883 only; without it, a hub on free ports needs no lock.
+    ports_lock = contextlib.nullcontext() if a.skip_azure else hubctl.privileged_ports()
+    with ports_lock, tempfile.TemporaryDirectory() as state:
+        if a.skip_azure:
+            hub = hubctl.Hub(Path(state), hostname="127.0.0.1")
+            os.environ["BENCH_MQTT_PORT"] = str(hub.mqtt_port)
+        else:
+            hub = hubctl.start_privileged_hub(Path(state), hostname="127.0.0.1")
         ca = Path(state) / "bench-ca.pem"
         ca.write_text(hub.ca_pem)
         try:
