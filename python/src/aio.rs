@@ -264,10 +264,13 @@ impl LoopCompletions {
         }
         drop(ready);
         let me = self.clone();
-        drop(ironhub::runtime_handle().spawn_blocking(move || Python::attach(|py| me.schedule(py))));
+        // `try_attach`: an interpreter shutting down (the process exiting right after its last
+        // await) is left alone; calling into it aborts the process.
+        drop(ironhub::runtime_handle().spawn_blocking(move || Python::try_attach(|py| me.schedule(py))));
     }
 
     fn schedule(self: std::sync::Arc<Self>, py: Python<'_>) {
+        let Some(_call) = exit_guard::enter() else { return }; // the process is exiting
         let event_loop = self.event_loop.clone_ref(py);
         let resolve = ResolveBatch(self.clone());
         if event_loop.call_method1(py, pyo3::intern!(py, "call_soon_threadsafe"), (resolve,)).is_err() {
@@ -300,6 +303,57 @@ impl LoopCompletions {
     }
 }
 
+/// Keeps the runtime's threads out of an interpreter that is shutting down. `call_soon_threadsafe`
+/// releases the GIL inside (it writes to the loop's self-pipe); if the interpreter starts finalizing
+/// meanwhile, taking the GIL back ends the thread with `pthread_exit`, whose unwinding through Rust
+/// frames aborts the process (seen when a script exits right after its last awaited send). An
+/// `atexit` hook (it runs before finalization starts) closes the gate and waits, without the GIL,
+/// for the calls already inside.
+pub mod exit_guard {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use pyo3::prelude::*;
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    static INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+    /// A call into Python from a runtime thread, counted while it runs.
+    pub struct Call(());
+
+    impl Drop for Call {
+        fn drop(&mut self) {
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// `None` once the process is exiting.
+    pub fn enter() -> Option<Call> {
+        INSIDE.fetch_add(1, Ordering::SeqCst);
+        let call = Call(());
+        (!CLOSED.load(Ordering::SeqCst)).then_some(call)
+    }
+
+    /// The `atexit` hook: no new call gets in; those inside finish (bounded, with the GIL released).
+    #[pyfunction]
+    pub fn close(py: Python<'_>) {
+        CLOSED.store(true, Ordering::SeqCst);
+        py.detach(|| {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while INSIDE.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    }
+
+    /// Registers `close` with `atexit`.
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let hook = wrap_pyfunction!(close, m)?;
+        m.py().import("atexit")?.call_method1("register", (hook,))?;
+        Ok(())
+    }
+}
+
 /// The callable the loop runs to resolve a batch.
 #[pyclass(module = "ironhub._native", frozen)]
 struct ResolveBatch(std::sync::Arc<LoopCompletions>);
@@ -313,8 +367,8 @@ impl ResolveBatch {
 
 static GET_RUNNING_LOOP: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
-/// `fut` (a send, queued already) as a future of the running asyncio loop, resolved through
-/// `completions`.
+/// `fut` (a send or a batch of sends, queued already) as a future of the running asyncio loop,
+/// resolved through `completions`.
 pub fn batched_awaitable<'py, F>(
     py: Python<'py>,
     completions: &std::sync::Mutex<Option<std::sync::Arc<LoopCompletions>>>,

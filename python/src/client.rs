@@ -247,9 +247,6 @@ operations! {
     fn send_message_to_output / send_message_to_output_async =
         prepare_send_message_to_output(message: Bound<'_, PyAny>, output_name: String)
         [pyo3(signature = (message, output_name))] => unit;
-    /// Sends messages pipelined; completes at every PUBACK, raises the first failure.
-    fn send_messages / send_messages_async = prepare_send_messages(messages: Bound<'_, PyAny>)
-        [pyo3(signature = (messages))] => unit;
     /// Sends a method response (an `ironhub.models.MethodResponse`).
     fn send_method_response / send_method_response_async =
         prepare_send_method_response(method_response: Bound<'_, PyAny>)
@@ -297,6 +294,22 @@ operations! {
     #[pyo3(signature = (message))]
     fn send_message_async<'py>(&self, py: Python<'py>, message: Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let fut = self.prepare_send_message(py, message)?;
+        aio::batched_awaitable(py, &self.completions, self.after_pending(fut))
+    }
+
+    /// Sends messages (any iterable of messages or payloads) pipelined; returns at every PUBACK,
+    /// raises the first failure.
+    #[pyo3(signature = (messages))]
+    fn send_messages(&self, py: Python<'_>, messages: Bound<'_, PyAny>) -> PyResult<()> {
+        let fut = self.prepare_send_messages(py, messages)?;
+        aio::block_on_interruptible(py, fut)?.map_err(to_py_err)
+    }
+
+    /// Sends messages pipelined; the awaitable completes at every PUBACK (the first failure
+    /// raised), resolved like `send_message_async`'s.
+    #[pyo3(signature = (messages))]
+    fn send_messages_async<'py>(&self, py: Python<'py>, messages: Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let fut = self.prepare_send_messages(py, messages)?;
         aio::batched_awaitable(py, &self.completions, self.after_pending(fut))
     }
 

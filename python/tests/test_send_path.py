@@ -128,3 +128,36 @@ def test_asyncio_sends_resolve_after_idle_gaps_and_on_a_new_loop(hub, device_cs,
         expected = {"{}{}-{}".format(tag, r, i) for r in range(3) for i in range(50)}
         expected |= {"{}x-{}".format(tag, i) for i in range(10)}
         assert expected <= set(bodies)
+
+
+EXIT_SCRIPT = """
+import asyncio, sys
+from ironhub import aio
+
+async def main():
+    c = aio.IoTHubDeviceClient.create_from_connection_string(
+        sys.argv[1], server_verification_cert=open(sys.argv[2]).read(), mqtt_port=int(sys.argv[3]),
+        max_queued_messages=5000)
+    await c.connect()
+    await asyncio.gather(*(c.send_message("g{}".format(i)) for i in range(1000)))
+    await c.send_messages(["b{}".format(i) for i in range(1000)])
+
+asyncio.run(main())  # and the process exits at once, while the core's threads still run
+"""
+
+
+def test_process_exits_cleanly_right_after_pipelined_sends(hub, unique_id, tmp_path):
+    """The last results of a burst reach the loop from a runtime thread; one that is still handing
+    them over when the interpreter shuts down must not call into it (that aborted the process)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "burst_then_exit.py"
+    script.write_text(EXIT_SCRIPT)
+    ca = tmp_path / "ca.pem"
+    ca.write_text(hub.ca_pem)
+    cs = hub.device_connection_string(unique_id)
+    for _ in range(5):
+        run = subprocess.run([sys.executable, str(script), cs, str(ca), str(hub.mqtt_port)], cwd=str(tmp_path),
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr[-2000:]
