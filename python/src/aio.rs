@@ -58,7 +58,13 @@ impl Runtime for CoreRuntime {
     where
         F: FnOnce() + Send + 'static,
     {
-        let task = ironhub::runtime_handle().spawn_blocking(f);
+        // pyo3-async-runtimes resolves the asyncio future here (it calls `call_soon_threadsafe`):
+        // not once the process is exiting (`exit_guard`).
+        let task = ironhub::runtime_handle().spawn_blocking(move || {
+            if let Some(_call) = exit_guard::enter() {
+                f()
+            }
+        });
         Box::pin(async move { task.await.map_err(CoreJoinError) })
     }
 }
@@ -87,7 +93,11 @@ where
     C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
     pyo3_async_runtimes::generic::future_into_py::<CoreRuntime, _, Py<PyAny>>(py, async move {
-        let value = fut.await.map_err(crate::errors::to_py_err)?;
+        let outcome = fut.await;
+        let Some(_call) = exit_guard::enter() else {
+            return std::future::pending().await; // the process is exiting: nobody awaits this
+        };
+        let value = outcome.map_err(crate::errors::to_py_err)?; // may take the GIL (a cause chain)
         Python::attach(|py| into_py(py, value))
     })
 }
