@@ -243,7 +243,10 @@ impl Session {
                 return Err(Error::ShutDown);
             }
         }
-        Ok(Box::pin(await_outcome(rx, state, deadline)))
+        // The SDKs' rule for a send cut by a drop with `connection_retry` off (`Error::for_send`):
+        // applied here so the Rust API reports what C, Python and Go report.
+        let retry = self.options.connection_retry;
+        Ok(Box::pin(async move { await_outcome(rx, state, deadline).await.map_err(|e| e.for_send(retry)) }))
     }
 
     pub fn send_with_callback(self: Arc<Self>, m: &Message, callback: SendCallback) {

@@ -12,7 +12,7 @@ use futures::{SinkExt, StreamExt};
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, Login, Packet};
 use rumqttc::ConnectReturnCode;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -121,6 +121,15 @@ impl Stream {
                 s.flush().await
             }
             Stream::Ws(s) => s.send(WsMessage::Binary(data)).await.map_err(std::io::Error::other),
+        }
+    }
+
+    /// A TLS stream split into its read half (kept by the network loop) and its write half
+    /// (shared with callers: `writer::LinkWriter`); a WebSocket stream is given back whole.
+    pub fn split(self) -> Result<(ReadHalf<TlsStream<Tcp>>, WriteHalf<TlsStream<Tcp>>), Stream> {
+        match self {
+            Stream::Tls(s) => Ok(tokio::io::split(*s)),
+            ws => Err(ws),
         }
     }
 
