@@ -2,12 +2,8 @@
 //! loops of any number of clients are tasks on a small fixed set of worker threads.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::OnceLock;
 use std::time::Duration;
-
-use futures::task::ArcWake;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::time::Instant;
@@ -56,64 +52,7 @@ where
 /// runtime task in between. The runtime is entered so the future's timer registers with it.
 pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
     let _enter = handle().enter();
-    WAITER.with(|w| w.clone().block_on(fut))
-}
-
-/// How long a waiting caller spins (checking its wake flag) before it parks: an outcome that
-/// comes within it costs no park/unpark pair.
-const SPIN: Duration = Duration::from_micros(SPIN_MICROS);
-const SPIN_MICROS: u64 = 0;
-
-thread_local! {
-    /// One waiter per thread, reused by every wait of that thread (no allocation per call).
-    static WAITER: Arc<Waiter> = Arc::new(Waiter { woken: AtomicBool::new(false), thread: std::thread::current() });
-}
-
-struct Waiter {
-    woken: AtomicBool,
-    thread: std::thread::Thread,
-}
-
-impl ArcWake for Waiter {
-    fn wake_by_ref(w: &Arc<Self>) {
-        w.woken.store(true, Ordering::Release);
-        w.thread.unpark();
-    }
-}
-
-impl Waiter {
-    fn block_on<F: Future>(self: Arc<Self>, fut: F) -> F::Output {
-        let waker = futures::task::waker_ref(&self);
-        let mut cx = Context::from_waker(&waker);
-        let mut fut = std::pin::pin!(fut);
-        loop {
-            self.woken.store(false, Ordering::Release);
-            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-                return v;
-            }
-            self.until_woken();
-        }
-    }
-
-    fn until_woken(&self) {
-        if !SPIN.is_zero() {
-            let start = std::time::Instant::now();
-            loop {
-                for _ in 0..64 {
-                    if self.woken.load(Ordering::Acquire) {
-                        return;
-                    }
-                    std::hint::spin_loop();
-                }
-                if start.elapsed() >= SPIN {
-                    break;
-                }
-            }
-        }
-        while !self.woken.load(Ordering::Acquire) {
-            std::thread::park();
-        }
-    }
+    futures::executor::block_on(fut)
 }
 
 /// `now + after`, saturating far in the future instead of overflowing (`Instant + huge` panics).

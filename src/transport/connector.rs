@@ -82,6 +82,10 @@ impl tokio::io::AsyncWrite for Tcp {
     }
 }
 
+/// The halves of a TLS connection once split: the network loop reads, callers and the loop write.
+pub(crate) type TlsReadHalf = ReadHalf<TlsStream<Tcp>>;
+pub(crate) type TlsWriteHalf = WriteHalf<TlsStream<Tcp>>;
+
 /// The byte stream under an MQTT connection: TLS, or WebSocket binary messages over TLS.
 pub(crate) enum Stream {
     Tls(Box<TlsStream<Tcp>>),
@@ -126,7 +130,7 @@ impl Stream {
 
     /// A TLS stream split into its read half (kept by the network loop) and its write half
     /// (shared with callers: `writer::LinkWriter`); a WebSocket stream is given back whole.
-    pub fn split(self) -> Result<(ReadHalf<TlsStream<Tcp>>, WriteHalf<TlsStream<Tcp>>), Stream> {
+    pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf), Stream> {
         match self {
             Stream::Tls(s) => Ok(tokio::io::split(*s)),
             ws => Err(ws),

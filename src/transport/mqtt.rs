@@ -24,12 +24,11 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Disconnect, Packet, PingReq, PubAck, Subscribe, SubscribeFilter, Unsubscribe};
 pub(crate) use rumqttc::Publish;
 use rumqttc::{ConnectReturnCode, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
-use tokio_rustls::client::TlsStream;
 
-use super::connector::{self, ConnectFailure, ConnectParams, Stream, Tcp, READ_CHUNK};
+use super::connector::{self, ConnectFailure, ConnectParams, Stream, TlsReadHalf, READ_CHUNK};
 use super::writer::LinkWriter;
 use crate::auth::{Authenticator, CurrentToken};
 use crate::error::{Error, ErrorKind, Result};
@@ -596,7 +595,7 @@ enum Conn {
     /// WebSocket: the loop reads and writes the whole stream.
     Whole(Stream),
     /// TLS: the loop reads; writes go through the link's shared write half (`LinkWriter`).
-    Split(ReadHalf<TlsStream<Tcp>>),
+    Split(TlsReadHalf),
 }
 
 async fn read_opt(conn: &mut Option<Conn>, buf: &mut BytesMut) -> std::io::Result<usize> {

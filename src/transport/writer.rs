@@ -18,17 +18,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncWrite, WriteHalf};
+use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
-use tokio_rustls::client::TlsStream;
 
-use super::connector::Tcp;
+use super::connector::TlsWriteHalf;
 
 /// Largest output buffer kept between writes.
 const KEEP_BUFFER: usize = 4 * 1024;
-
-/// The write half of a TLS connection (its read half stays with the network loop).
-pub(crate) type TlsWriteHalf = WriteHalf<TlsStream<Tcp>>;
 
 pub(crate) struct LinkWriter {
     state: Mutex<State>,
