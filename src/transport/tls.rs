@@ -1,7 +1,7 @@
 //! rustls client configuration with the `ring` provider: TLS 1.2 minimum, chain and host name
 //! verified against the host connected to, trust roots from `server_verification_cert` (PEM text)
-//! or the web PKI, optional client certificate (X.509 identities), optional cipher list (which
-//! also decides the TLS versions offered: see `parse_cipher_list`).
+//! or the default roots (`root_store`), optional client certificate (X.509 identities), optional
+//! cipher list (which also decides the TLS versions offered: see `parse_cipher_list`).
 
 use std::sync::Arc;
 
@@ -79,26 +79,42 @@ fn provider(cipher: &str) -> Result<(CryptoProvider, Vec<&'static rustls::Suppor
     }
 }
 
-/// Root store from PEM text, or the web PKI roots.
+/// Root store from PEM text, or the default roots: the web PKI's (Mozilla's list, feature
+/// `webpki-roots`, default on) or, in a build without it, the roots Azure IoT Hub and DPS chain to.
 pub fn root_store(server_verification_cert: Option<&str>) -> Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
     match server_verification_cert {
-        Some(pem) => {
-            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_bytes())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|_| Error::invalid("server_verification_cert is not valid PEM"))?;
-            if certs.is_empty() {
-                return Err(Error::invalid("server_verification_cert holds no certificate"));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| Error::invalid(format!("server_verification_cert: unusable certificate: {e}")))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(pem) => store_from_pem(pem),
+        None => default_roots(),
+    }
+}
+
+fn store_from_pem(pem: &str) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::invalid("server_verification_cert is not valid PEM"))?;
+    if certs.is_empty() {
+        return Err(Error::invalid("server_verification_cert holds no certificate"));
+    }
+    for c in certs {
+        roots.add(c).map_err(|e| Error::invalid(format!("server_verification_cert: unusable certificate: {e}")))?;
     }
     Ok(roots)
+}
+
+#[cfg(feature = "webpki-roots")]
+fn default_roots() -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(roots)
+}
+
+/// A firmware build leaves Mozilla's ~150 roots out (about 90 KB) and trusts what IoT Hub and
+/// DPS present, as azure-iot-sdk-c's `certs.c` does: DigiCert Global Root G2/G3/CA and the
+/// Microsoft RSA/ECC 2017 roots (`azure_roots.pem`).
+#[cfg(not(feature = "webpki-roots"))]
+fn default_roots() -> Result<RootCertStore> {
+    store_from_pem(include_str!("azure_roots.pem"))
 }
 
 /// Certificate chain and key of an X.509 identity.
