@@ -31,11 +31,12 @@ pub fn https_client_with_tls(
     timeout: Duration,
 ) -> Result<reqwest::Client> {
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let mut builder = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(timeout);
+    let builder = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(timeout);
     #[cfg(feature = "proxy")]
-    if let Some(p) = proxy {
-        builder = builder.proxy(reqwest_proxy(p)?);
-    }
+    let builder = match proxy {
+        Some(p) => builder.proxy(reqwest_proxy(p)?),
+        None => builder,
+    };
     #[cfg(not(feature = "proxy"))]
     if proxy.is_some() {
         return Err(crate::validate::needs_feature("proxy_options", "proxy"));
