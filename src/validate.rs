@@ -63,7 +63,9 @@ pub fn websockets(enabled: bool) -> Result<()> {
 /// build): refused when it is given, naming the feature, rather than ignored or failing later on
 /// the network.
 pub(crate) fn needs_feature(option: &str, feature: &str) -> Error {
-    Error::invalid(format!("{option} needs ironhub built with its `{feature}` Cargo feature, which this build leaves out"))
+    Error::invalid(format!(
+        "{option} needs ironhub built with its `{feature}` Cargo feature, which this build leaves out"
+    ))
 }
 
 /// The `cipher` option: OpenSSL (or IANA) suite names that rustls with ring offers; an unknown or

@@ -29,8 +29,9 @@ fn main() {
     // the profile's panic strategy: `CARGO_CFG_PANIC` is the target's default, "unwind".)
     if opt_level == "z" {
         let script = PathBuf::from(env("OUT_DIR")).join("no-unwind-tables.ld");
-        let discard = "SECTIONS { /DISCARD/ : { *(.eh_frame) *(.eh_frame_hdr) *(.gcc_except_table .gcc_except_table.*) } }";
-        std::fs::write(&script, format!("{discard}\nINSERT AFTER .text;\n")).expect("write the linker script into OUT_DIR");
+        let discard = "*(.eh_frame) *(.eh_frame_hdr) *(.gcc_except_table .gcc_except_table.*)";
+        let text = format!("SECTIONS {{ /DISCARD/ : {{ {discard} }} }}\nINSERT AFTER .text;\n");
+        std::fs::write(&script, text).expect("write the linker script into OUT_DIR");
         println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     }
 }

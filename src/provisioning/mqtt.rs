@@ -92,7 +92,9 @@ struct Exchange {
 impl Exchange {
     async fn write(&mut self, packet: Packet) -> Result<()> {
         let mut out = BytesMut::new();
-        packet.write(&mut out, MAX_INCOMING).map_err(|e| Error::Client(format!("cannot encode the MQTT packet: {e:?}")))?;
+        packet
+            .write(&mut out, MAX_INCOMING)
+            .map_err(|e| Error::Client(format!("cannot encode the MQTT packet: {e:?}")))?;
         self.stream.write_all(out.freeze()).await.map_err(dropped)?;
         self.last_write = Instant::now();
         Ok(())

@@ -107,14 +107,14 @@ fn encrypted_keys_are_refused_naming_the_encrypted_keys_feature() {
     std::fs::write(&cert, emu.ca_pem()).unwrap();
     let encrypted = dir.join("encrypted.pem");
     // PKCS#8 EncryptedPrivateKeyInfo framing is enough: the build must not even try to decrypt.
-    std::fs::write(&encrypted, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBADALBgkqhkiG9w0BBQ0EAA==\n-----END ENCRYPTED PRIVATE KEY-----\n")
-        .unwrap();
+    let pkcs8 = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBADALBgkqhkiG9w0BBQ0EAA==\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    std::fs::write(&encrypted, pkcs8).unwrap();
     let legacy = dir.join("legacy.pem");
-    std::fs::write(
-        &legacy,
-        "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END EC PRIVATE KEY-----\n",
-    )
-    .unwrap();
+    let pem = concat!(
+        "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n",
+        "DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n-----END EC PRIVATE KEY-----\n"
+    );
+    std::fs::write(&legacy, pem).unwrap();
     for key in [&encrypted, &legacy] {
         let x509 = X509::new(&cert, key, Some("pass-phrase-42".into()));
         let e = match Client::create_from_x509_certificate(x509, "hub.example", "fw", None, ClientOptions::default()) {
