@@ -82,12 +82,16 @@ fn read(pem: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<(PrivateK
     }
 }
 
-/// A DER file: an encrypted PKCS#8 key when it parses as one, else a plain PKCS#8 key.
+/// A DER file: an encrypted PKCS#8 key when it parses as one, else a plain PKCS#8 key. (Without
+/// `encrypted-keys` the encrypted form is not even parsed: pkcs5's decoder stays out too.)
 fn from_der(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<(PrivateKeyDer<'static>, bool)> {
+    #[cfg(feature = "encrypted-keys")]
     if pkcs8::EncryptedPrivateKeyInfo::try_from(der).is_ok() {
         return Ok((decrypt_pkcs8(der, pass_phrase, origin)?, true));
     }
-    pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| invalid(origin, "holds no private key"))?;
+    #[cfg(not(feature = "encrypted-keys"))]
+    let _ = pass_phrase;
+    pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| invalid(origin, NO_PLAIN_DER_KEY))?;
     Ok((PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec())), false))
 }
 
@@ -102,6 +106,12 @@ fn require<'a>(pass_phrase: Option<&'a str>, origin: &str) -> Result<&'a str> {
 fn wrong_pass_phrase(origin: &str) -> Error {
     invalid(origin, "cannot decrypt the private key: wrong pass phrase or corrupted key")
 }
+
+#[cfg(feature = "encrypted-keys")]
+const NO_PLAIN_DER_KEY: &str = "holds no private key";
+#[cfg(not(feature = "encrypted-keys"))]
+const NO_PLAIN_DER_KEY: &str =
+    "holds no plain private key (an encrypted one needs ironhub built with its `encrypted-keys` Cargo feature)";
 
 /// Without the `encrypted-keys` feature: refused before any decryption.
 #[cfg(not(feature = "encrypted-keys"))]

@@ -39,13 +39,15 @@ fn telemetry_min_sends_every_message_and_the_hub_records_them() {
     let cs = device(&emu, "fw1");
     let ca = std::env::temp_dir().join(format!("ironhub-fw-ca-{}.pem", std::process::id()));
     std::fs::write(&ca, emu.ca_pem()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_telemetry_min"))
+    // TELEMETRY_MIN_EXE: another build of the program, e.g. the stripped `min-size` one.
+    let exe = std::env::var("TELEMETRY_MIN_EXE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_telemetry_min").to_string());
+    let out = Command::new(&exe)
         .env("IOTHUB_DEVICE_CONNECTION_STRING", &cs)
         .env("IRONHUB_CA_FILE", &ca)
         .env("IRONHUB_MQTT_PORT", emu.mqtt_port().to_string())
         .env("TELEMETRY_COUNT", "4")
         .output()
-        .expect("telemetry_min runs");
+        .unwrap_or_else(|e| panic!("{exe} runs: {e}"));
     let _ = std::fs::remove_file(&ca);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
