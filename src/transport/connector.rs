@@ -133,7 +133,8 @@ impl Stream {
     pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf), Stream> {
         match self {
             Stream::Tls(s) => Ok(tokio::io::split(*s)),
-            ws => Err(ws),
+            #[cfg(feature = "websocket")]
+            ws @ Stream::Ws(_) => Err(ws),
         }
     }
 
