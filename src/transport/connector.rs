@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, Login, Packet};
 use rumqttc::ConnectReturnCode;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 #[cfg(feature = "websocket")]
@@ -87,6 +87,10 @@ impl tokio::io::AsyncWrite for Tcp {
     }
 }
 
+/// The halves of a TLS connection once split: the network loop reads, callers and the loop write.
+pub(crate) type TlsReadHalf = ReadHalf<TlsStream<Tcp>>;
+pub(crate) type TlsWriteHalf = WriteHalf<TlsStream<Tcp>>;
+
 /// The byte stream under an MQTT connection: TLS, or WebSocket binary messages over TLS.
 pub(crate) enum Stream {
     Tls(Box<TlsStream<Tcp>>),
@@ -129,6 +133,16 @@ impl Stream {
             }
             #[cfg(feature = "websocket")]
             Stream::Ws(s) => s.send(WsMessage::Binary(data)).await.map_err(std::io::Error::other),
+        }
+    }
+
+    /// A TLS stream split into its read half (kept by the network loop) and its write half
+    /// (shared with callers: `writer::LinkWriter`); a WebSocket stream is given back whole.
+    pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf), Stream> {
+        match self {
+            Stream::Tls(s) => Ok(tokio::io::split(*s)),
+            #[cfg(feature = "websocket")]
+            ws @ Stream::Ws(_) => Err(ws),
         }
     }
 
