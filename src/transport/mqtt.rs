@@ -1053,7 +1053,7 @@ impl NetworkLoop {
                 self.report(LinkEvent::SasTokenRequired);
             }
         }
-        let wait = backoff(self.retry_interval(), max_delay, self.attempt, rand::random::<f64>());
+        let wait = backoff(self.retry_interval(), max_delay, self.attempt, fastrand::f64());
         self.attempt = self.attempt.saturating_add(1);
         let mut at = Instant::now() + wait;
         if let Some(limit) = give_up {
@@ -1099,7 +1099,7 @@ mod tests {
         assert_eq!(backoff(i, cap, 3, 0.5), Duration::from_secs(8), "uniform draw below the ceiling");
         assert_eq!(backoff(i, cap, 3, 0.0), MIN_BACKOFF, "never a busy loop");
         // Drawn for real: every value within [MIN_BACKOFF, ceiling], and they differ.
-        let draws: Vec<_> = (0..200).map(|_| backoff(i, cap, 4, rand::random::<f64>())).collect();
+        let draws: Vec<_> = (0..200).map(|_| backoff(i, cap, 4, fastrand::f64())).collect();
         assert!(draws.iter().all(|d| *d >= MIN_BACKOFF && *d <= Duration::from_secs(32)));
         assert!(draws.iter().any(|d| *d < Duration::from_secs(16)) && draws.iter().any(|d| *d > Duration::from_secs(16)));
     }
