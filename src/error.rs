@@ -113,7 +113,8 @@ impl Error {
     /// The outcome of a send (telemetry) as the SDKs report it: with `connection_retry` off, a send
     /// still pending when the connection drops is cancelled (azure-iot-device's `OperationCancelled`),
     /// not failed, since the client will not reconnect to complete it. The one place of that rule:
-    /// the Python, C and Go layers all get their send outcomes through it.
+    /// the engine applies it to every telemetry send's outcome, so Rust callers see what the
+    /// Python, C and Go layers report (their own calls of it are then no-ops).
     pub fn for_send(self, connection_retry: bool) -> Error {
         match self {
             Error::ConnectionDropped(_) if !connection_retry => Error::OperationCancelled,

@@ -74,3 +74,24 @@ pub fn runtime_handle() -> &'static tokio::runtime::Handle {
 
 /// The crate version (equal to Cargo.toml's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The optional parts this build has (Cargo features; the defaults have them all). A firmware
+/// build without one refuses its options at creation, naming the feature (`ErrorKind::InvalidArgument`).
+pub const FEATURES: &[&str] = &[
+    #[cfg(feature = "websocket")]
+    "websocket",
+    #[cfg(feature = "proxy")]
+    "proxy",
+    #[cfg(feature = "edge")]
+    "edge",
+    #[cfg(feature = "https")]
+    "https",
+    #[cfg(feature = "service")]
+    "service",
+    #[cfg(feature = "encrypted-keys")]
+    "encrypted-keys",
+    #[cfg(feature = "webpki-roots")]
+    "webpki-roots",
+    #[cfg(feature = "capi")]
+    "capi",
+];

@@ -52,21 +52,6 @@ impl std::fmt::Debug for ProxyOptions {
     }
 }
 
-impl ProxyOptions {
-    /// The rumqttc proxy for MQTT connections (hub and provisioning): only HTTP CONNECT
-    /// proxies can carry MQTT.
-    pub(crate) fn to_mqtt_proxy(&self) -> Result<rumqttc::Proxy> {
-        if self.proxy_type != ProxyType::Http {
-            return Err(Error::invalid("only HTTP proxies are supported for MQTT"));
-        }
-        let auth = match (&self.proxy_username, &self.proxy_password) {
-            (Some(u), pw) => rumqttc::ProxyAuth::Basic { username: u.clone(), password: pw.clone().unwrap_or_default() },
-            _ => rumqttc::ProxyAuth::None,
-        };
-        Ok(rumqttc::Proxy { ty: rumqttc::ProxyType::Http, auth, addr: self.proxy_addr.clone(), port: self.proxy_port })
-    }
-}
-
 /// Keyword options of every `create_from_*` factory.
 ///
 /// Fields that some factories refuse (`sastoken_ttl`, `gateway_hostname`,
@@ -198,6 +183,7 @@ impl ClientOptions {
         if let Some(p) = &self.proxy_options {
             crate::validate::proxy_options(p)?;
         }
+        crate::validate::websockets(self.websockets)?;
         crate::validate::cipher(&self.cipher)?;
         Ok(())
     }

@@ -45,7 +45,27 @@ pub fn proxy_options(p: &ProxyOptions) -> Result<()> {
     if p.proxy_addr.trim().is_empty() || p.proxy_port == 0 {
         return Err(Error::invalid("proxy_options needs an address and a non-zero port"));
     }
+    if cfg!(not(feature = "proxy")) {
+        return Err(needs_feature("proxy_options", "proxy"));
+    }
     Ok(())
+}
+
+/// `websockets=True` (MQTT over WebSockets on `https_port`) needs the `websocket` feature.
+pub fn websockets(enabled: bool) -> Result<()> {
+    if enabled && cfg!(not(feature = "websocket")) {
+        return Err(needs_feature("websockets", "websocket"));
+    }
+    Ok(())
+}
+
+/// An option whose code this build leaves out (a Cargo feature turned off, e.g. in a firmware
+/// build): refused when it is given, naming the feature, rather than ignored or failing later on
+/// the network.
+pub(crate) fn needs_feature(option: &str, feature: &str) -> Error {
+    Error::invalid(format!(
+        "{option} needs ironhub built with its `{feature}` Cargo feature, which this build leaves out"
+    ))
 }
 
 /// The `cipher` option: OpenSSL (or IANA) suite names that rustls with ring offers; an unknown or

@@ -589,3 +589,29 @@ async fn offline_store_survives_kill_9() {
     assert_eq!(duplicates, 0, "sent once: {recorded:?}");
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// A send still waiting for its PUBACK when the connection drops, with `connection_retry` off, is
+/// `OperationCancelled` from the Rust API too (the client will not reconnect to complete it), as
+/// the C, Python and Go layers report it (`Error::for_send`); the next send reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retry_a_send_cut_by_a_drop_is_cancelled() {
+    let f = Faulty::start(EmulatorConfig::default()).await;
+    let opts = ClientOptions { connection_retry: false, operation_timeout: Duration::from_secs(30), ..f.options() };
+    let client = f.device_client("cutNoRetry", opts);
+    bounded("connect", 30, client.connect()).await.unwrap();
+    bounded("a first send", 30, client.send_message(&Message::new("before"))).await.unwrap();
+    // The PUBACK can never come: the path is frozen, then reset under the pending send.
+    f.proxy.stall();
+    let pending = tokio::spawn({
+        let c = client.clone();
+        async move { c.send_message(&Message::new("cut")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.proxy.cut(Cut::Reset);
+    let r = bounded("the cut send ends", 20, pending).await.unwrap();
+    let e = r.expect_err("a send cut by a drop does not succeed");
+    assert_eq!(e.kind(), ErrorKind::OperationCancelled, "{e}");
+    f.proxy.heal();
+    bounded("a send after the drop", 30, client.send_message(&Message::new("after"))).await.unwrap();
+    client.shutdown().await.unwrap();
+}

@@ -190,3 +190,44 @@ async fn service_rest_api_enrollments_etags_and_registrations() {
     let err = client(&env, "rest-1", &device_key, env.options()).register().await.unwrap_err();
     assert!(matches!(err, Error::Credential(_)), "a deleted enrollment no longer registers: {err:?}");
 }
+
+/// DPS over MQTT runs on the hub link's connector, so every proxy type carries it (SOCKS used to
+/// be refused: rumqttc's event loop tunnels HTTP CONNECT only), over TCP and WebSockets; each
+/// proxy's own log proves the tunnel, and a proxy's refusal is ConnectionFailed without its password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_goes_through_socks_and_http_proxies() {
+    use common::real_proxies::RealProxy;
+    let env = common::start().await;
+    let micro = RealProxy::microsocks("bob", "pr0xy-s3cret");
+    let tiny = RealProxy::tinyproxy(Some(("alice", "pr0xy-s3cret")), None);
+    let cases = [
+        ("reg-socks5", &micro, Some("bob"), false),
+        ("reg-socks5-ws", &micro, Some("bob"), true),
+        ("reg-http", &tiny, Some("alice"), false),
+    ];
+    for (registration_id, proxy, user, websockets) in cases {
+        let device_key = key();
+        env.emu
+            .dps()
+            .put_enrollment(Kind::Individual, registration_id, &json!({"attestation": symmetric(&device_key, &key())}), None)
+            .unwrap();
+        let options = ClientOptions {
+            proxy_options: Some(proxy.options(user, Some("pr0xy-s3cret"))),
+            websockets,
+            ..env.options()
+        };
+        let result = client(&env, registration_id, &device_key, options).register().await;
+        let result = result.unwrap_or_else(|e| panic!("{registration_id}: {e}"));
+        assert_eq!(result.status.as_deref(), Some("assigned"), "{registration_id}");
+        proxy.assert_tunnelled_to(if websockets { env.emu.https_port() } else { env.emu.mqtt_port() });
+    }
+    let device_key = key();
+    env.emu
+        .dps()
+        .put_enrollment(Kind::Individual, "reg-refused", &json!({"attestation": symmetric(&device_key, &key())}), None)
+        .unwrap();
+    let options = ClientOptions { proxy_options: Some(micro.options(Some("bob"), Some("wrong-pw"))), ..env.options() };
+    let e = client(&env, "reg-refused", &device_key, options).register().await.unwrap_err();
+    assert_eq!(e.kind(), ironhub::ErrorKind::ConnectionFailed, "{e}");
+    assert!(!e.to_string().contains("wrong-pw"), "{e}");
+}

@@ -147,3 +147,47 @@ async fn a_burst_of_20000_sends_all_succeed_and_each_arrives_once() {
     assert_eq!((missing, duplicated), (0, 0), "every message recorded exactly once");
     client.shutdown().await.unwrap();
 }
+
+/// A lone publish is written by its caller's thread; under load the loop batches writes and
+/// finishes the ones a full socket cut short. Both share one connection: a burst of large
+/// messages (filling the socket) raced by sync sends from another task reaches the hub with each
+/// sequence in call order and every message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_sends_racing_a_large_burst_keep_call_order_and_arrive_once() {
+    const BURST: usize = 100;
+    const SYNC: usize = 300;
+    let env = common::start().await;
+    let opts = ironhub::ClientOptions { max_queued_messages: 1_000, max_queued_bytes: 64 * 1024 * 1024, ..env.options() };
+    let client = ironhub::Client::create_from_connection_string(&env.device("race"), opts).unwrap();
+    client.connect().await.unwrap();
+    let big = "x".repeat(60 * 1024);
+    let burst = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            let futs: Vec<_> = (0..BURST).map(|i| c.send_message_pipelined(&Message::new(format!("b{i} {big}")))).collect();
+            futures::future::join_all(futs).await
+        })
+    };
+    let syncs = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            for i in 0..SYNC {
+                c.send_message(&Message::new(format!("s{i}"))).await.unwrap();
+            }
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(120), syncs).await.expect("sync sends end").unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(120), burst).await.expect("burst ends").unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "every burst send succeeded");
+    let filter = ironhub_emulator::hub::EventFilter { device_id: Some("race".into()), module_id: None };
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    for e in env.emu.hub().events_after(&filter, 0) {
+        let body = String::from_utf8_lossy(&e.record.body);
+        let tag = body.split(' ').next().unwrap_or_default().to_string();
+        let n: usize = tag[1..].parse().unwrap();
+        if tag.starts_with('b') { b.push(n) } else { s.push(n) }
+    }
+    assert_eq!(b, (0..BURST).collect::<Vec<_>>(), "the burst in call order, each once");
+    assert_eq!(s, (0..SYNC).collect::<Vec<_>>(), "the sync sends in call order, each once");
+    client.shutdown().await.unwrap();
+}

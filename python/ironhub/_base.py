@@ -8,7 +8,7 @@ import warnings
 from typing import Any, Callable, Dict, Optional, Type, TypeVar
 
 from . import _native
-from .models import Message, X509
+from .models import X509
 
 Handler = Optional[Callable[..., Any]]
 C = TypeVar("C", bound="ClientBase")
@@ -25,11 +25,13 @@ class ClientBase:
     ``create_from_*`` classmethod."""
 
     _is_module = False
+    # The handlers set, as the application gave them. Read-only here: a client gets a dict of its
+    # own when a handler is first set, so the many telemetry-only clients of a process carry none.
+    _handlers: Dict[str, Handler] = {}
 
     def __init__(self, native: "_native.Client") -> None:
         """Wraps a native client; applications use the ``create_from_*`` classmethods."""
         self._native = native
-        self._handlers: Dict[str, Handler] = {}
 
     # -- factories -----------------------------------------------------------------------
 
@@ -92,6 +94,8 @@ class ClientBase:
         if value is not None and not callable(value):
             raise TypeError("handler must be callable or None")
         self._install_handler(name, self._adapt_handler(value))
+        if "_handlers" not in vars(self):
+            self._handlers = {}
         self._handlers[name] = value
 
     @property
@@ -220,8 +224,3 @@ def _deprecated(name: str, instead: str) -> None:
         DeprecationWarning,
         stacklevel=3,
     )
-
-
-def as_message(value: Any) -> Message:
-    """azure-iot-device sends any non-Message value as ``Message(value)``."""
-    return value if isinstance(value, Message) else Message(value)

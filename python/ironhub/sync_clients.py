@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _native
 
-from ._base import ClientBase, DeviceFactories, ModuleFactories, as_message, _deprecated
+from ._base import ClientBase, DeviceFactories, ModuleFactories, _deprecated
 from .models import Message, MethodRequest, MethodResponse
 
 
@@ -52,12 +52,12 @@ class _SyncOperations(ClientBase):
         :raises NoConnectionError: not connected and ``auto_connect`` is off.
         :raises ClientError: (and subclasses) connection failures.
         """
-        self._native.send_message(as_message(message))
+        self._native.send_message(message)
 
     def send_messages(self, messages: List[Union[Message, Any]]) -> None:
         """ironhub: sends several messages pipelined (all in flight at once) and returns once
         the hub acknowledged every one; raises the first failure."""
-        self._native.send_messages([as_message(m) for m in messages])
+        self._native.send_messages(messages)
 
     def send_method_response(self, method_response: MethodResponse) -> None:
         """Sends the response to a method request; returns once the hub acknowledged it."""
@@ -128,7 +128,7 @@ class IoTHubModuleClient(ModuleFactories, _SyncOperations):
 
     def send_message_to_output(self, message: Union[Message, Any], output_name: str) -> None:
         """Sends ``message`` to the module output ``output_name``; returns once acknowledged."""
-        self._native.send_message_to_output(as_message(message), output_name)
+        self._native.send_message_to_output(message, output_name)
 
     def invoke_method(
         self, method_params: Dict[str, Any], device_id: str, module_id: Optional[str] = None

@@ -7,6 +7,9 @@
 //! - `awaitable`: a core future as an asyncio awaitable, through pyo3-async-runtimes' generic
 //!   bridge with `CoreRuntime` (the core runtime's handle plus tokio task-locals). Resolving the
 //!   asyncio future takes the GIL briefly on a core worker; the wait itself holds nothing.
+//! - `batched_awaitable` / `LoopCompletions`: the asyncio sends, the hot path of pipelined
+//!   telemetry: one driver task per client and loop instead of a task per send, and results
+//!   handed to the loop a batch at a time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,7 +58,13 @@ impl Runtime for CoreRuntime {
     where
         F: FnOnce() + Send + 'static,
     {
-        let task = ironhub::runtime_handle().spawn_blocking(f);
+        // pyo3-async-runtimes resolves the asyncio future here (it calls `call_soon_threadsafe`):
+        // not once the process is exiting (`exit_guard`).
+        let task = ironhub::runtime_handle().spawn_blocking(move || {
+            if let Some(_call) = exit_guard::enter() {
+                f()
+            }
+        });
         Box::pin(async move { task.await.map_err(CoreJoinError) })
     }
 }
@@ -84,7 +93,11 @@ where
     C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
     pyo3_async_runtimes::generic::future_into_py::<CoreRuntime, _, Py<PyAny>>(py, async move {
-        let value = fut.await.map_err(crate::errors::to_py_err)?;
+        let outcome = fut.await;
+        let Some(_call) = exit_guard::enter() else {
+            return std::future::pending().await; // the process is exiting: nobody awaits this
+        };
+        let value = outcome.map_err(crate::errors::to_py_err)?; // may take the GIL (a cause chain)
         Python::attach(|py| into_py(py, value))
     })
 }
@@ -156,53 +169,123 @@ fn poll_on_this_thread<F: Future>(mut fut: Pin<&mut F>) -> PyResult<F::Output> {
     })
 }
 
-/// Completions of asyncio operations for one event loop, resolved in batches: the core runtime
-/// appends each outcome here, and only the first outcome of a batch asks the loop (one
-/// `call_soon_threadsafe`, from a blocking thread, since waiting for the GIL on a runtime worker
-/// would stall the network) to resolve everything appended by the time it runs. Under a burst of
-/// pipelined sends that is one GIL hand-over for many messages instead of one per message.
+/// A send's outcome on its way to the event loop: the asyncio future and what resolves it.
+type Outcome = (Py<PyAny>, ironhub::Result<()>);
+/// A queued send, until its PUBACK (or failure).
+type QueuedSend = Pin<Box<dyn Future<Output = ironhub::Result<()>> + Send>>;
+
+/// The asyncio sends of one client on one event loop, from queueing to their futures' results.
+///
+/// - One driver task on the core runtime polls every outstanding send of the sink (no task per
+///   send): the loop thread appends a send to `incoming` and wakes the driver only when it is idle
+///   (a driver already woken takes whatever was appended meanwhile), so a burst costs the runtime a
+///   few wake-ups rather than one per message.
+/// - Outcomes are resolved in batches: the driver appends them to `ready`, and only the first of
+///   a batch asks the loop (one `call_soon_threadsafe`, from a blocking thread, since waiting for the
+///   GIL on a runtime worker would stall the network) to resolve everything appended by the time it
+///   runs: one GIL hand-over for many messages instead of one per message.
 pub struct LoopCompletions {
     event_loop: Py<PyAny>,
+    incoming: std::sync::Mutex<Incoming>,
     ready: std::sync::Mutex<Ready>,
 }
 
 #[derive(Default)]
+struct Incoming {
+    sends: Vec<(Py<PyAny>, QueuedSend)>,
+    /// The driver's waker while it waits; `None` while it runs (it looks at `sends` before waiting).
+    waker: Option<std::task::Waker>,
+    /// Whether a driver task exists; it ends (clearing this) once nothing is outstanding.
+    driving: bool,
+}
+
+#[derive(Default)]
 struct Ready {
-    outcomes: Vec<(Py<PyAny>, ironhub::Result<()>)>,
+    outcomes: Vec<Outcome>,
     scheduled: bool,
 }
 
-impl LoopCompletions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Ready> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
+impl LoopCompletions {
     /// The completions of `event_loop`: `current` when it belongs to that loop, else a new one.
     pub fn for_loop(current: Option<&std::sync::Arc<Self>>, event_loop: &Bound<'_, PyAny>) -> std::sync::Arc<Self> {
         match current {
             Some(c) if c.event_loop.bind(event_loop.py()).is(event_loop) => c.clone(),
-            _ => std::sync::Arc::new(LoopCompletions { event_loop: event_loop.clone().unbind(), ready: Default::default() }),
+            _ => std::sync::Arc::new(LoopCompletions {
+                event_loop: event_loop.clone().unbind(),
+                incoming: Default::default(),
+                ready: Default::default(),
+            }),
         }
     }
 
-    /// Records the outcome of `future` (an asyncio future of this loop); called on the runtime.
-    fn push(self: &std::sync::Arc<Self>, future: Py<PyAny>, outcome: ironhub::Result<()>) {
-        let mut ready = self.lock();
-        ready.outcomes.push((future, outcome));
+    /// Hands a queued send to the driver (starting one if none runs); called on the loop thread.
+    fn track(self: &std::sync::Arc<Self>, future: Py<PyAny>, send: QueuedSend) {
+        let mut incoming = lock(&self.incoming);
+        incoming.sends.push((future, send));
+        if !std::mem::replace(&mut incoming.driving, true) {
+            drop(incoming);
+            drop(ironhub::runtime_handle().spawn(self.clone().drive()));
+        } else if let Some(waker) = incoming.waker.take() {
+            drop(incoming);
+            waker.wake();
+        }
+    }
+
+    /// The driver: polls every outstanding send, passes on outcomes a batch at a time, and ends
+    /// when none is left (under the `incoming` lock, so a send appended meanwhile is never missed).
+    async fn drive(self: std::sync::Arc<Self>) {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let mut outstanding = FuturesUnordered::new();
+        let mut done: Vec<Outcome> = Vec::new();
+        std::future::poll_fn(|cx| loop {
+            {
+                let mut incoming = lock(&self.incoming);
+                if incoming.sends.is_empty() && outstanding.is_empty() {
+                    incoming.driving = false;
+                    return std::task::Poll::Ready(());
+                }
+                for (future, send) in incoming.sends.drain(..) {
+                    outstanding.push(async move { (future, send.await) });
+                }
+                incoming.waker = Some(cx.waker().clone());
+            }
+            while let std::task::Poll::Ready(Some(outcome)) = outstanding.poll_next_unpin(cx) {
+                done.push(outcome);
+            }
+            if !done.is_empty() {
+                self.push(std::mem::take(&mut done));
+                continue; // the sink may be empty now: look again before waiting
+            }
+            return std::task::Poll::Pending;
+        })
+        .await
+    }
+
+    /// Records outcomes for the loop to resolve; called on the runtime.
+    fn push(self: &std::sync::Arc<Self>, outcomes: Vec<Outcome>) {
+        let mut ready = lock(&self.ready);
+        ready.outcomes.extend(outcomes);
         if std::mem::replace(&mut ready.scheduled, true) {
-            return; // a resolve is already on its way: it will take this one too
+            return; // a resolve is already on its way: it will take these too
         }
         drop(ready);
         let me = self.clone();
-        drop(ironhub::runtime_handle().spawn_blocking(move || Python::attach(|py| me.schedule(py))));
+        // `try_attach`: an interpreter shutting down (the process exiting right after its last
+        // await) is left alone; calling into it aborts the process.
+        drop(ironhub::runtime_handle().spawn_blocking(move || Python::try_attach(|py| me.schedule(py))));
     }
 
     fn schedule(self: std::sync::Arc<Self>, py: Python<'_>) {
+        let Some(_call) = exit_guard::enter() else { return }; // the process is exiting
         let event_loop = self.event_loop.clone_ref(py);
         let resolve = ResolveBatch(self.clone());
         if event_loop.call_method1(py, pyo3::intern!(py, "call_soon_threadsafe"), (resolve,)).is_err() {
             // The loop is closed: nobody awaits these futures any more.
-            let mut ready = self.lock();
+            let mut ready = lock(&self.ready);
             ready.outcomes.clear();
             ready.scheduled = false;
         }
@@ -212,7 +295,7 @@ impl LoopCompletions {
     /// awaiter is left alone).
     fn resolve(&self, py: Python<'_>) -> PyResult<()> {
         let outcomes = {
-            let mut ready = self.lock();
+            let mut ready = lock(&self.ready);
             ready.scheduled = false;
             std::mem::take(&mut ready.outcomes)
         };
@@ -230,6 +313,57 @@ impl LoopCompletions {
     }
 }
 
+/// Keeps the runtime's threads out of an interpreter that is shutting down. `call_soon_threadsafe`
+/// releases the GIL inside (it writes to the loop's self-pipe); if the interpreter starts finalizing
+/// meanwhile, taking the GIL back ends the thread with `pthread_exit`, whose unwinding through Rust
+/// frames aborts the process (seen when a script exits right after its last awaited send). An
+/// `atexit` hook (it runs before finalization starts) closes the gate and waits, without the GIL,
+/// for the calls already inside.
+pub mod exit_guard {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use pyo3::prelude::*;
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    static INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+    /// A call into Python from a runtime thread, counted while it runs.
+    pub struct Call(());
+
+    impl Drop for Call {
+        fn drop(&mut self) {
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// `None` once the process is exiting.
+    pub fn enter() -> Option<Call> {
+        INSIDE.fetch_add(1, Ordering::SeqCst);
+        let call = Call(());
+        (!CLOSED.load(Ordering::SeqCst)).then_some(call)
+    }
+
+    /// The `atexit` hook: no new call gets in; those inside finish (bounded, with the GIL released).
+    #[pyfunction]
+    pub fn close(py: Python<'_>) {
+        CLOSED.store(true, Ordering::SeqCst);
+        py.detach(|| {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while INSIDE.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    }
+
+    /// Registers `close` with `atexit`.
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let hook = wrap_pyfunction!(close, m)?;
+        m.py().import("atexit")?.call_method1("register", (hook,))?;
+        Ok(())
+    }
+}
+
 /// The callable the loop runs to resolve a batch.
 #[pyclass(module = "ironhub._native", frozen)]
 struct ResolveBatch(std::sync::Arc<LoopCompletions>);
@@ -243,7 +377,8 @@ impl ResolveBatch {
 
 static GET_RUNNING_LOOP: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
-/// `fut` (a send) as a future of the running asyncio loop, resolved through `completions`.
+/// `fut` (a send or a batch of sends, queued already) as a future of the running asyncio loop,
+/// resolved through `completions`.
 pub fn batched_awaitable<'py, F>(
     py: Python<'py>,
     completions: &std::sync::Mutex<Option<std::sync::Arc<LoopCompletions>>>,
@@ -254,16 +389,12 @@ where
 {
     let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
     let sink = {
-        let mut current = completions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = lock(completions);
         let sink = LoopCompletions::for_loop(current.as_ref(), &event_loop);
         *current = Some(sink.clone());
         sink
     };
     let future = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
-    let handle = future.clone().unbind();
-    ironhub::runtime_handle().spawn(async move {
-        let outcome = fut.await;
-        sink.push(handle, outcome);
-    });
+    sink.track(future.clone().unbind(), Box::pin(fut));
     Ok(future)
 }

@@ -17,7 +17,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use serde_json::Value;
 
 use crate::aio;
-use crate::convert::{from_json, message_from_py, message_to_py, method_request_to_py, method_response_from_py, to_json};
+use crate::convert::{from_json, message_to_py, outgoing_message, method_request_to_py, method_response_from_py, to_json};
 use crate::errors::{to_py_err, ClientError};
 use crate::handlers::{self, Pending, Slots};
 use crate::options;
@@ -166,20 +166,24 @@ impl Client {
         Ok(async move { c.update_sastoken(&sastoken).await })
     }
     fn prepare_send_message(&self, py: Python<'_>, message: Bound<'_, PyAny>) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
-        let message = message_from_py(&message).map_err(|e| encoding_error(py, e))?;
-        // Queued now, in call order (pipelining); the future resolves at PUBACK.
-        let fut = py.detach(|| self.inner.send_message_pipelined(&message));
+        let message = outgoing_message(&message).map_err(|e| encoding_error(py, e))?;
+        // Queued now, in call order (pipelining); the future resolves at PUBACK. Queueing takes
+        // only the core's short internal locks, which no thread holds while waiting for the GIL,
+        // so it runs with the GIL held: releasing it here let another thread take it at every send
+        // of a burst (two context switches per message).
+        let fut = self.inner.send_message_pipelined(&message);
         Ok(self.send_outcome(fut))
     }
     fn prepare_send_message_to_output(&self, py: Python<'_>, message: Bound<'_, PyAny>, output_name: String) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
-        let message = message_from_py(&message).map_err(|e| encoding_error(py, e))?;
+        let message = outgoing_message(&message).map_err(|e| encoding_error(py, e))?;
         let c = self.core();
         Ok(self.send_outcome(async move { c.send_message_to_output(&message, &output_name).await }))
     }
-    fn prepare_send_messages(&self, py: Python<'_>, messages: Vec<Bound<'_, PyAny>>) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
+    /// `messages`: any iterable of messages or payloads, converted in one pass (no Python list).
+    fn prepare_send_messages(&self, py: Python<'_>, messages: Bound<'_, PyAny>) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
         let messages = messages
-            .iter()
-            .map(message_from_py)
+            .try_iter()?
+            .map(|m| outgoing_message(&m?))
             .collect::<PyResult<Vec<Message>>>()
             .map_err(|e| encoding_error(py, e))?;
         let c = self.core();
@@ -243,9 +247,6 @@ operations! {
     fn send_message_to_output / send_message_to_output_async =
         prepare_send_message_to_output(message: Bound<'_, PyAny>, output_name: String)
         [pyo3(signature = (message, output_name))] => unit;
-    /// Sends messages pipelined; completes at every PUBACK, raises the first failure.
-    fn send_messages / send_messages_async = prepare_send_messages(messages: Vec<Bound<'_, PyAny>>)
-        [pyo3(signature = (messages))] => unit;
     /// Sends a method response (an `ironhub.models.MethodResponse`).
     fn send_method_response / send_method_response_async =
         prepare_send_method_response(method_response: Bound<'_, PyAny>)
@@ -282,7 +283,7 @@ operations! {
     /// and waits for its PUBACK on this thread (no task, no thread hop).
     #[pyo3(signature = (message))]
     fn send_message(&self, py: Python<'_>, message: Bound<'_, PyAny>) -> PyResult<()> {
-        let message = message_from_py(&message).map_err(|e| encoding_error(py, e))?;
+        let message = outgoing_message(&message).map_err(|e| encoding_error(py, e))?;
         let retry = self.inner.options().connection_retry;
         aio::wait(py, || self.inner.send_message_pipelined(&message))?.map_err(|e| to_py_err(e.for_send(retry)))
     }
@@ -293,6 +294,22 @@ operations! {
     #[pyo3(signature = (message))]
     fn send_message_async<'py>(&self, py: Python<'py>, message: Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let fut = self.prepare_send_message(py, message)?;
+        aio::batched_awaitable(py, &self.completions, self.after_pending(fut))
+    }
+
+    /// Sends messages (any iterable of messages or payloads) pipelined; returns at every PUBACK,
+    /// raises the first failure.
+    #[pyo3(signature = (messages))]
+    fn send_messages(&self, py: Python<'_>, messages: Bound<'_, PyAny>) -> PyResult<()> {
+        let fut = self.prepare_send_messages(py, messages)?;
+        aio::block_on_interruptible(py, fut)?.map_err(to_py_err)
+    }
+
+    /// Sends messages pipelined; the awaitable completes at every PUBACK (the first failure
+    /// raised), resolved like `send_message_async`'s.
+    #[pyo3(signature = (messages))]
+    fn send_messages_async<'py>(&self, py: Python<'py>, messages: Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let fut = self.prepare_send_messages(py, messages)?;
         aio::batched_awaitable(py, &self.completions, self.after_pending(fut))
     }
 

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use ironhub::{Message, MethodRequest, MethodResponse};
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyMemoryView, PyString};
@@ -34,7 +35,8 @@ pub fn from_json<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyA
 }
 
 /// The payload bytes of `Message.data`, converted as paho-mqtt converts a payload for
-/// azure-iot-device: text as UTF-8, numbers as their `str()`, `None` as empty.
+/// azure-iot-device: text as UTF-8, numbers as their `str()`, `None` as empty. One copy of the
+/// bytes, straight into the buffer the core keeps.
 fn payload(data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if data.is_none() {
         return Ok(Bytes::new());
@@ -63,48 +65,98 @@ fn payload(data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     ))
 }
 
-/// `str(value)`.
+/// `str(value)`; an exact `str` is read as it is (no `str()` call, no new object).
 fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = value.cast_exact::<PyString>() {
+        return Ok(s.to_cow()?.into_owned());
+    }
     Ok(value.str()?.to_cow()?.into_owned())
 }
 
-/// `str(value)` of an optional attribute, as azure-iot-device formats system properties.
-fn optional_text(obj: &Bound<'_, PyAny>, attr: &str) -> PyResult<Option<String>> {
-    let v = obj.getattr(attr)?;
-    if v.is_none() {
-        return Ok(None);
+/// Where a message's attributes are read from. An exact `ironhub.models.Message` keeps them in
+/// its instance `__dict__`, read with dict lookups (no attribute protocol per field); a subclass
+/// or look-alike may define properties, so it is read attribute by attribute.
+struct Fields<'a, 'py> {
+    msg: &'a Bound<'py, PyAny>,
+    dict: Option<Bound<'py, PyDict>>,
+}
+
+impl<'py> Fields<'_, 'py> {
+    fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(dict) = &self.dict {
+            if let Some(v) = dict.get_item(name)? {
+                return Ok(v);
+            }
+        }
+        self.msg.getattr(name) // missing from the dict (deleted?): whatever the attribute protocol says
     }
-    Ok(Some(text(&v)?))
+
+    /// `str(value)` of an optional attribute, as azure-iot-device formats system properties.
+    fn optional_text(&self, name: &Bound<'py, PyString>) -> PyResult<Option<String>> {
+        let v = self.get(name)?;
+        if v.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(text(&v)?))
+    }
+}
+
+/// A value to send as a core message: an `ironhub.models.Message` is converted attribute by
+/// attribute, any other value is sent as `Message(value)` (azure-iot-device's rule), without
+/// making that Python object.
+pub fn outgoing_message(value: &Bound<'_, PyAny>) -> PyResult<Message> {
+    let class = MESSAGE_CLASS.import(value.py(), "ironhub.models", "Message")?;
+    if value.get_type().is(class) {
+        let dict = value.getattr(intern!(value.py(), "__dict__"))?.cast_into::<PyDict>().ok();
+        message_from_fields(&Fields { msg: value, dict })
+    } else if value.is_instance(class)? {
+        message_from_py(value)
+    } else {
+        Ok(Message::new(payload(value)?))
+    }
 }
 
 /// An `ironhub.models.Message` (or any object with its attributes) as a core message.
 pub fn message_from_py(msg: &Bound<'_, PyAny>) -> PyResult<Message> {
-    let mut out = Message::new(payload(&msg.getattr("data")?)?);
-    out.message_id = optional_text(msg, "message_id")?;
-    out.correlation_id = optional_text(msg, "correlation_id")?;
-    out.user_id = optional_text(msg, "user_id")?;
-    out.content_encoding = optional_text(msg, "content_encoding")?;
-    out.content_type = optional_text(msg, "content_type")?;
-    out.output_name = optional_text(msg, "output_name")?;
-    out.iothub_interface_id = optional_text(msg, "iothub_interface_id")?;
-    let expiry = msg.getattr("expiry_time_utc")?;
+    message_from_fields(&Fields { msg, dict: None })
+}
+
+/// The conversion itself. Attribute names are interned once: a send looks them up without making
+/// a Python string each.
+fn message_from_fields(f: &Fields<'_, '_>) -> PyResult<Message> {
+    let py = f.msg.py();
+    let mut out = Message::new(payload(&f.get(intern!(py, "data"))?)?);
+    out.message_id = f.optional_text(intern!(py, "message_id"))?;
+    out.correlation_id = f.optional_text(intern!(py, "correlation_id"))?;
+    out.user_id = f.optional_text(intern!(py, "user_id"))?;
+    out.content_encoding = f.optional_text(intern!(py, "content_encoding"))?;
+    out.content_type = f.optional_text(intern!(py, "content_type"))?;
+    out.output_name = f.optional_text(intern!(py, "output_name"))?;
+    // A read-only property of Message over `_iothub_interface_id`.
+    out.iothub_interface_id = if f.dict.is_some() {
+        f.optional_text(intern!(py, "_iothub_interface_id"))?
+    } else {
+        f.optional_text(intern!(py, "iothub_interface_id"))?
+    };
+    let expiry = f.get(intern!(py, "expiry_time_utc"))?;
     if !expiry.is_none() {
         // A datetime goes out as ISO 8601, like azure-iot-device does.
-        let text = if expiry.hasattr("isoformat")? {
-            expiry.call_method0("isoformat")?
+        let text = if expiry.hasattr(intern!(py, "isoformat"))? {
+            expiry.call_method0(intern!(py, "isoformat"))?
         } else {
             expiry
         };
         out.expiry_time_utc = Some(self::text(&text)?);
     }
-    let props = msg.getattr("custom_properties")?;
+    let props = f.get(intern!(py, "custom_properties"))?;
     if let Ok(dict) = props.cast::<PyDict>() {
         // The usual case (a dict): no `items()` view and no tuple per property.
+        out.custom_properties.reserve(dict.len());
         for (k, v) in dict.iter() {
             out.set_property(text(&k)?, text(&v)?);
         }
     } else if !props.is_none() {
-        for item in props.call_method0("items")?.try_iter()? {
+        for item in props.call_method0(intern!(py, "items"))?.try_iter()? {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
             out.set_property(text(&k)?, text(&v)?);
         }

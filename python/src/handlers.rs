@@ -83,6 +83,7 @@ where
     F: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
 {
     let Some(slots) = slots.upgrade() else { return };
+    let Some(_call) = crate::aio::exit_guard::enter() else { return }; // the process is exiting
     Python::attach(|py| {
         let Some(handler) = slots.get(py, kind) else { return };
         if let Err(err) = args(py).and_then(|a| handler.call1(py, a)) {

@@ -68,5 +68,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // One definition of the security-message marker: the core's.
     m.add("SECURITY_MESSAGE_INTERFACE_ID", ironhub::message::SECURITY_MESSAGE_INTERFACE_ID)?;
     m.add_function(wrap_pyfunction!(check_proxy_type, m)?)?;
+    aio::exit_guard::register(m)?;
     Ok(())
 }

@@ -3,11 +3,17 @@
 //! `openssl genpkey -aes256` write) and the legacy OpenSSL `Proc-Type: 4,ENCRYPTED` PEM (what
 //! `openssl rsa -aes128 -traditional` and `openssl ec -des3` write), RSA and EC alike.
 //!
+//! Decryption is the Cargo feature `encrypted-keys` (default on): without it an encrypted key is
+//! refused, naming the feature, before anything is decrypted; plain keys read the same either way.
+//!
 //! Errors name the file (`origin`) and what is wrong, never the pass phrase or key material:
 //! they reach logs, C's last-error message and Python exceptions.
 
+#[cfg(feature = "encrypted-keys")]
 use aes::cipher::block_padding::Pkcs7;
+#[cfg(feature = "encrypted-keys")]
 use aes::cipher::{BlockDecryptMut, KeyIvInit};
+#[cfg(feature = "encrypted-keys")]
 use md5::{Digest, Md5};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
 
@@ -76,25 +82,54 @@ fn read(pem: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<(PrivateK
     }
 }
 
-/// A DER file: an encrypted PKCS#8 key when it parses as one, else a plain PKCS#8 key.
+/// A DER file: an encrypted PKCS#8 key when it parses as one, else a plain PKCS#8 key. (Without
+/// `encrypted-keys` the encrypted form is not even parsed: pkcs5's decoder stays out too.)
 fn from_der(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<(PrivateKeyDer<'static>, bool)> {
+    #[cfg(feature = "encrypted-keys")]
     if pkcs8::EncryptedPrivateKeyInfo::try_from(der).is_ok() {
         return Ok((decrypt_pkcs8(der, pass_phrase, origin)?, true));
     }
-    pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| invalid(origin, "holds no private key"))?;
+    #[cfg(not(feature = "encrypted-keys"))]
+    let _ = pass_phrase;
+    pkcs8::PrivateKeyInfo::try_from(der).map_err(|_| invalid(origin, NO_PLAIN_DER_KEY))?;
     Ok((PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec())), false))
 }
 
+#[cfg(feature = "encrypted-keys")]
 fn require<'a>(pass_phrase: Option<&'a str>, origin: &str) -> Result<&'a str> {
     pass_phrase
         .filter(|p| !p.is_empty())
         .ok_or_else(|| invalid(origin, "the private key is encrypted and no pass phrase was given"))
 }
 
+#[cfg(feature = "encrypted-keys")]
 fn wrong_pass_phrase(origin: &str) -> Error {
     invalid(origin, "cannot decrypt the private key: wrong pass phrase or corrupted key")
 }
 
+#[cfg(feature = "encrypted-keys")]
+const NO_PLAIN_DER_KEY: &str = "holds no private key";
+#[cfg(not(feature = "encrypted-keys"))]
+const NO_PLAIN_DER_KEY: &str =
+    "holds no plain private key (an encrypted one needs ironhub built with its `encrypted-keys` Cargo feature)";
+
+/// Without the `encrypted-keys` feature: refused before any decryption.
+#[cfg(not(feature = "encrypted-keys"))]
+fn decrypt_pkcs8(_: &[u8], _: Option<&str>, origin: &str) -> Result<PrivateKeyDer<'static>> {
+    Err(encryption_left_out(origin))
+}
+
+#[cfg(not(feature = "encrypted-keys"))]
+fn decrypt_legacy(_: &[u8], _: &str, _: Option<&str>, origin: &str) -> Result<Vec<u8>> {
+    Err(encryption_left_out(origin))
+}
+
+#[cfg(not(feature = "encrypted-keys"))]
+fn encryption_left_out(origin: &str) -> Error {
+    crate::validate::needs_feature(&format!("key file {origin}: an encrypted private key"), "encrypted-keys")
+}
+
+#[cfg(feature = "encrypted-keys")]
 fn decrypt_pkcs8(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<PrivateKeyDer<'static>> {
     let pass_phrase = require(pass_phrase, origin)?;
     // pkcs5 does not even parse the PKCS#12 PBE schemes (`openssl pkcs8 -v1 ...`), so a failure
@@ -115,6 +150,7 @@ fn decrypt_pkcs8(der: &[u8], pass_phrase: Option<&str>, origin: &str) -> Result<
 
 /// OpenSSL's `EVP_BytesToKey` with MD5 and one iteration: the key derivation of the legacy PEM
 /// encryption, salted with the first 8 bytes of the IV.
+#[cfg(feature = "encrypted-keys")]
 fn evp_bytes_to_key(pass_phrase: &[u8], salt: &[u8], len: usize) -> Vec<u8> {
     let mut key = Vec::with_capacity(len + 16);
     let mut previous: Vec<u8> = Vec::new();
@@ -131,6 +167,7 @@ fn evp_bytes_to_key(pass_phrase: &[u8], salt: &[u8], len: usize) -> Vec<u8> {
 }
 
 /// Decrypts the body of a `Proc-Type: 4,ENCRYPTED` block whose `DEK-Info` is `CIPHER,HEXIV`.
+#[cfg(feature = "encrypted-keys")]
 fn decrypt_legacy(body: &[u8], dek_info: &str, pass_phrase: Option<&str>, origin: &str) -> Result<Vec<u8>> {
     let (cipher, iv_hex) =
         dek_info.split_once(',').ok_or_else(|| invalid(origin, "has a malformed DEK-Info header"))?;
@@ -162,6 +199,7 @@ fn decrypt_legacy(body: &[u8], dek_info: &str, pass_phrase: Option<&str>, origin
     Ok(plain)
 }
 
+#[cfg(feature = "encrypted-keys")]
 fn cbc_decrypt<C>(key: &[u8], iv: &[u8], body: &[u8]) -> Option<Vec<u8>>
 where
     C: aes::cipher::BlockDecrypt + aes::cipher::BlockCipher + aes::cipher::KeyInit,
@@ -169,6 +207,7 @@ where
     cbc::Decryptor::<C>::new_from_slices(key, iv).ok()?.decrypt_padded_vec_mut::<Pkcs7>(body).ok()
 }
 
+#[cfg(feature = "encrypted-keys")]
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
@@ -177,6 +216,7 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Whether `der` is exactly one DER SEQUENCE (tag, definite length covering the rest).
+#[cfg(feature = "encrypted-keys")]
 fn is_one_der_sequence(der: &[u8]) -> bool {
     let (Some(&0x30), Some(&first)) = (der.first(), der.get(1)) else { return false };
     let (len, header) = match first {

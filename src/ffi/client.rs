@@ -305,13 +305,10 @@ pub extern "C" fn ironhub_client_update_sastoken(c: *mut ironhub_client, token: 
     }
 }
 
-/// The message to send: a copy, with `output_name` applied when given.
-fn outgoing(m: *const ironhub_message, output_name: Option<&str>) -> Result<crate::message::Message, FfiError> {
-    let mut message = arg_ref(m, "m")?.inner.clone();
-    if let Some(name) = output_name {
-        message.output_name = Some(name.to_owned());
-    }
-    Ok(message)
+/// The message to send, borrowed for the call: the core encodes it when queueing, so no copy is
+/// made here (the sync send is the firmware's hot path).
+fn outgoing<'a>(m: *const ironhub_message) -> Result<&'a crate::message::Message, FfiError> {
+    Ok(&arg_ref(m, "m")?.inner)
 }
 
 /// Sends telemetry and returns at PUBACK. The message is copied: free it whenever you like. A send
@@ -321,9 +318,9 @@ fn outgoing(m: *const ironhub_message, output_name: Option<&str>) -> Result<crat
 pub extern "C" fn ironhub_client_send_message(c: *mut ironhub_client, m: *const ironhub_message) -> ironhub_result {
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
-        let message = outgoing(m, None)?;
+        let message = outgoing(m)?;
         let retry = c.client.options().connection_retry;
-        Ok(c.client.send_message(&message).map_err(|e| e.for_send(retry))?)
+        Ok(c.client.send_message(message).map_err(|e| e.for_send(retry))?)
     }
 }
 
@@ -337,9 +334,9 @@ pub extern "C" fn ironhub_client_send_message_to_output(
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
         let output_name = arg_str(output_name, "output_name")?;
-        let message = outgoing(m, None)?;
+        let message = outgoing(m)?;
         let retry = c.client.options().connection_retry;
-        Ok(c.client.send_message_to_output(&message, output_name).map_err(|e| e.for_send(retry))?)
+        Ok(c.client.send_message_to_output(message, output_name).map_err(|e| e.for_send(retry))?)
     }
 }
 
@@ -360,9 +357,9 @@ pub extern "C" fn ironhub_client_send_message_async(
         let c = arg_ref(c, "c")?;
         let output_name = opt_str(output_name, "output_name")?;
         let cb = cb.ok_or_else(|| FfiError::null("cb"))?;
-        let message = outgoing(m, None)?;
+        let message = outgoing(m)?;
         // Refused here, so the callback runs only for messages the core accepted (on its dispatcher).
-        crate::validate::message(&message)?;
+        crate::validate::message(message)?;
         let completion = SendCompletion {
             cb,
             user_data: UserData(user_data),
@@ -373,7 +370,7 @@ pub extern "C" fn ironhub_client_send_message_async(
         completion.pending.start();
         let retry = c.client.options().connection_retry;
         c.client.send_message_with_callback(
-            &message,
+            message,
             output_name,
             Box::new(move |outcome| {
                 completion.complete(match outcome {

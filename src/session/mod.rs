@@ -35,6 +35,8 @@ use twin::TwinState;
 pub(crate) struct Session {
     me: Weak<Session>,
     pub identity: Identity,
+    /// `devices/{d}[/modules/{m}]/messages/events/`, built once: a send appends its properties.
+    events_topic: String,
     pub options: ClientOptions,
     pub auth: Arc<Authenticator>,
     username: String,
@@ -99,9 +101,15 @@ impl Session {
         };
         let budget = Budget::new(options.max_queued_messages, options.max_queued_bytes);
         let (outbox, outbox_rx) = telemetry::Outbox::new();
+        let events_topic = ironhub_protocol::topics::telemetry_topic(
+            &identity.device_id,
+            identity.module_id.as_deref(),
+            &Default::default(),
+        );
         let session = Arc::new_cyclic(|me| Session {
             me: me.clone(),
             identity,
+            events_topic,
             options,
             auth: Arc::new(auth),
             username,

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
 use ironhub_protocol::limits;
-use ironhub_protocol::topics::{self, PropertyBag};
+use ironhub_protocol::topics::PropertyBag;
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -125,6 +125,16 @@ fn outgoing_bag(m: &Message) -> PropertyBag {
     }
 }
 
+/// The topic a message is sent on: the client's events topic (built once) and the message's
+/// properties (`topics::telemetry_topic`, without re-formatting the identity on every send).
+fn events_topic(base: &str, m: &Message) -> String {
+    let props = outgoing_bag(m).encode();
+    let mut topic = String::with_capacity(base.len() + props.len());
+    topic.push_str(base);
+    topic.push_str(&props);
+    topic
+}
+
 /// Checks what goes on the wire: the topic fits MQTT's 16-bit length and the whole PUBLISH fits
 /// the packet limit (a message refused here never reaches the hub, so it cannot wedge the link).
 pub(crate) fn check_wire_size(topic: &str, payload_len: usize) -> Result<()> {
@@ -166,7 +176,7 @@ impl Session {
         if m.output_name.is_some() && self.identity.module_id.is_none() {
             return Err(Error::invalid("only module clients can send to an output"));
         }
-        let topic = topics::telemetry_topic(&self.identity.device_id, self.identity.module_id.as_deref(), &outgoing_bag(m));
+        let topic = events_topic(&self.events_topic, m);
         check_wire_size(&topic, m.data.len())?;
         Ok((topic, m.data.to_vec()))
     }
@@ -243,7 +253,10 @@ impl Session {
                 return Err(Error::ShutDown);
             }
         }
-        Ok(Box::pin(await_outcome(rx, state, deadline)))
+        // The SDKs' rule for a send cut by a drop with `connection_retry` off (`Error::for_send`):
+        // applied here so the Rust API reports what C, Python and Go report.
+        let retry = self.options.connection_retry;
+        Ok(Box::pin(async move { await_outcome(rx, state, deadline).await.map_err(|e| e.for_send(retry)) }))
     }
 
     pub fn send_with_callback(self: Arc<Self>, m: &Message, callback: SendCallback) {
@@ -332,6 +345,20 @@ impl Drop for CallbackGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ironhub_protocol::topics;
+
+    #[test]
+    fn the_events_topic_built_once_is_the_protocol_topic() {
+        let mut with_props = Message::new("x");
+        with_props.message_id = Some("m 1".into());
+        with_props.set_property("k/ey", "v&al");
+        for (d, module) in [("dev", None), ("dev", Some("mod"))] {
+            let base = topics::telemetry_topic(d, module, &PropertyBag::default());
+            for m in [&Message::new("x"), &with_props] {
+                assert_eq!(events_topic(&base, m), topics::telemetry_topic(d, module, &outgoing_bag(m)));
+            }
+        }
+    }
 
     #[test]
     fn topics_over_65535_bytes_and_oversized_packets_are_refused_before_queueing() {

@@ -8,16 +8,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+#[cfg(feature = "websocket")]
 use futures::{SinkExt, StreamExt};
 use rumqttc::mqttbytes::v4::{ConnAck, Connect, Login, Packet};
 use rumqttc::ConnectReturnCode;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+#[cfg(feature = "websocket")]
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+#[cfg(feature = "websocket")]
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+#[cfg(feature = "websocket")]
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+#[cfg(feature = "websocket")]
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::Error;
@@ -82,9 +87,14 @@ impl tokio::io::AsyncWrite for Tcp {
     }
 }
 
+/// The halves of a TLS connection once split: the network loop reads, callers and the loop write.
+pub(crate) type TlsReadHalf = ReadHalf<TlsStream<Tcp>>;
+pub(crate) type TlsWriteHalf = WriteHalf<TlsStream<Tcp>>;
+
 /// The byte stream under an MQTT connection: TLS, or WebSocket binary messages over TLS.
 pub(crate) enum Stream {
     Tls(Box<TlsStream<Tcp>>),
+    #[cfg(feature = "websocket")]
     Ws(Box<WebSocketStream<TlsStream<Tcp>>>),
 }
 
@@ -97,6 +107,7 @@ impl Stream {
                 buf.reserve(READ_CHUNK);
                 s.read_buf(buf).await
             }
+            #[cfg(feature = "websocket")]
             Stream::Ws(s) => loop {
                 match s.next().await {
                     None | Some(Ok(WsMessage::Close(_))) => return Ok(0),
@@ -120,7 +131,18 @@ impl Stream {
                 s.write_all(&data).await?;
                 s.flush().await
             }
+            #[cfg(feature = "websocket")]
             Stream::Ws(s) => s.send(WsMessage::Binary(data)).await.map_err(std::io::Error::other),
+        }
+    }
+
+    /// A TLS stream split into its read half (kept by the network loop) and its write half
+    /// (shared with callers: `writer::LinkWriter`); a WebSocket stream is given back whole.
+    pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf), Stream> {
+        match self {
+            Stream::Tls(s) => Ok(tokio::io::split(*s)),
+            #[cfg(feature = "websocket")]
+            ws @ Stream::Ws(_) => Err(ws),
         }
     }
 
@@ -130,6 +152,7 @@ impl Stream {
             Stream::Tls(s) => {
                 let _ = s.shutdown().await;
             }
+            #[cfg(feature = "websocket")]
             Stream::Ws(s) => {
                 let _ = SinkExt::close(s.as_mut()).await;
                 let _ = s.get_mut().shutdown().await;
@@ -169,6 +192,7 @@ async fn open(p: &ConnectParams) -> Result<(Stream, BytesMut), ConnectFailure> {
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(p.host.clone()).map_err(|_| io(format!("invalid host name {:?}", p.host)))?;
     let tls = tokio_rustls::TlsConnector::from(p.tls.clone()).connect(name, Tcp(tcp)).await.map_err(|e| io(format!("TLS: {e}")))?;
+    #[cfg(feature = "websocket")]
     let mut stream = if opts.websockets {
         let url = format!("wss://{}:{}/$iothub/websocket", p.host, port);
         let mut request = url.into_client_request().map_err(io)?;
@@ -183,6 +207,8 @@ async fn open(p: &ConnectParams) -> Result<(Stream, BytesMut), ConnectFailure> {
     } else {
         Stream::Tls(Box::new(tls))
     };
+    #[cfg(not(feature = "websocket"))]
+    let mut stream = Stream::Tls(Box::new(tls));
 
     let mut connect = Connect::new(p.client_id.clone());
     connect.keep_alive = opts.keep_alive.min(u16::MAX as u64) as u16;

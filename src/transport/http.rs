@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::options::{ProxyOptions, ProxyType};
+use crate::options::ProxyOptions;
+#[cfg(feature = "proxy")]
+use crate::options::ProxyType;
 
 /// A reqwest client that trusts `ca_pem` (or the web PKI), offers the `cipher` list (empty: the
 /// defaults) and goes through `proxy` when given.
@@ -29,15 +31,22 @@ pub fn https_client_with_tls(
     timeout: Duration,
 ) -> Result<reqwest::Client> {
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let mut builder = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(timeout);
-    if let Some(p) = proxy {
-        builder = builder.proxy(reqwest_proxy(p)?);
+    let builder = reqwest::Client::builder().use_preconfigured_tls(tls).timeout(timeout);
+    #[cfg(feature = "proxy")]
+    let builder = match proxy {
+        Some(p) => builder.proxy(reqwest_proxy(p)?),
+        None => builder,
+    };
+    #[cfg(not(feature = "proxy"))]
+    if proxy.is_some() {
+        return Err(crate::validate::needs_feature("proxy_options", "proxy"));
     }
     builder.build().map_err(|e| Error::Client(format!("cannot build the HTTPS client: {e}")))
 }
 
 /// `proxy_options` as reqwest's proxy for every request: HTTP CONNECT (Basic auth), SOCKS4a or
 /// SOCKS5h (the proxy resolves the host name, as PySocks does for azure-iot-device).
+#[cfg(feature = "proxy")]
 fn reqwest_proxy(p: &ProxyOptions) -> Result<reqwest::Proxy> {
     let scheme = match p.proxy_type {
         ProxyType::Http => "http",

@@ -6,4 +6,5 @@ pub(crate) mod connector;
 pub mod http;
 pub mod proxy;
 pub(crate) mod mqtt;
+pub(crate) mod writer;
 pub mod tls;

@@ -7,8 +7,10 @@
 //! The loop knows nothing of sessions or handlers: it is configured by a `LinkConfig` and reports
 //! `LinkEvent`s to its `LinkOwner`; the owner talks to it through `Link`'s methods (publish,
 //! subscribe, ack, re-authenticate, stop). A publish is encoded by its caller straight into the
-//! link's output buffer (packet id assigned there), and the loop writes everything queued in one
-//! write: a burst of sends costs one TLS record and one syscall, a sync send one wake-up each way.
+//! link's output buffer (packet id assigned there, `writer::LinkWriter`). The only publish in
+//! flight (a sync send) is written by its caller from its own thread on the TLS write half the
+//! loop shares; otherwise the loop writes everything queued in one write: a burst of sends costs
+//! one TLS record and one syscall, a sync send one wake-up (the PUBACK's).
 //! Unacknowledged publishes are kept (encoded) across reconnects and renewals and re-sent with DUP
 //! set, except those whose caller already gave up (told "outcome unknown": never re-sent silently).
 //! Every connection ends with an MQTT DISCONNECT (when the loop stops) and a TLS `close_notify`.
@@ -22,10 +24,12 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Disconnect, Packet, PingReq, PubAck, Subscribe, SubscribeFilter, Unsubscribe};
 pub(crate) use rumqttc::Publish;
 use rumqttc::{ConnectReturnCode, QoS};
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::connector::{self, ConnectFailure, ConnectParams, Stream};
+use super::connector::{self, ConnectFailure, ConnectParams, Stream, TlsReadHalf, READ_CHUNK};
+use super::writer::LinkWriter;
 use crate::auth::{Authenticator, CurrentToken};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::ConnectionReason;
@@ -158,11 +162,9 @@ struct Tracked {
 
 #[derive(Default)]
 struct Tracker {
-    /// Packets queued for the current connection (publishes, PUBACKs, SUBSCRIBEs, ...); the loop
-    /// takes them all at once and writes them in one go.
-    out: BytesMut,
-    /// A connection is up. Offline, publishes wait in `by_pkid` for the next CONNACK (re-sent
-    /// then, in order) and acks are dropped (the hub redelivers what was not acknowledged).
+    /// A connection is up (packets for it are queued in `Link::writer`). Offline, publishes wait
+    /// in `by_pkid` for the next CONNACK (re-sent then, in order) and acks are dropped (the hub
+    /// redelivers what was not acknowledged).
     online: bool,
     by_pkid: HashMap<u16, Tracked>,
     next_pkid: u16,
@@ -192,13 +194,6 @@ impl Tracker {
         };
         self.next_ctl_pkid
     }
-
-    /// Queues an encoded packet for the current connection; true if the loop must be woken.
-    fn push_out(&mut self, packet: &[u8]) -> bool {
-        let wake = self.out.is_empty();
-        self.out.extend_from_slice(packet);
-        wake
-    }
 }
 
 pub(crate) struct Link {
@@ -206,8 +201,9 @@ pub(crate) struct Link {
     control: mpsc::UnboundedSender<Control>,
     status: watch::Receiver<LinkStatus>,
     tracker: Mutex<Tracker>,
-    /// Something was queued in `tracker.out`.
-    wake: Notify,
+    /// The packets queued for the connection and its shared write half (lock order: `tracker`,
+    /// then `writer`).
+    writer: LinkWriter,
     /// SUBACKs received (never above `subs_sent`): subscription waiters compare against it.
     subs_acked: watch::Sender<u64>,
     finished: watch::Receiver<bool>,
@@ -237,7 +233,7 @@ impl Link {
             control: control_tx,
             status: status_rx,
             tracker: Mutex::new(Tracker::default()),
-            wake: Notify::new(),
+            writer: LinkWriter::new(),
             subs_acked: watch::channel(0).0,
             finished: finished_rx,
             paused: watch::channel(false).0,
@@ -352,21 +348,24 @@ impl Link {
                 return;
             }
         };
-        let wake = t.online && t.push_out(&packet);
+        let queued_first = t.online && self.writer.push(&packet);
         t.next_seq += 1;
         let seq = t.next_seq;
         t.by_pkid.insert(p.pkid, Tracked { entry, packet, seq });
+        // The only publish in flight (a sync send): written from this thread, so the loop is
+        // not woken for it. Under load the loop batches everything queued into one write.
+        let alone = t.by_pkid.len() == 1;
         drop(t);
-        if wake {
-            self.wake.notify_one();
+        if queued_first && !(alone && self.writer.write_now()) {
+            self.writer.notify_loop();
         }
     }
 
     /// Queues a control packet for the current connection (dropped when offline: SUBSCRIBEs are
     /// re-made after every CONNACK, and unacknowledged incoming publishes are redelivered).
     fn queue_control(&self, t: &mut Tracker, packet: &[u8]) {
-        if t.online && t.push_out(packet) {
-            self.wake.notify_one();
+        if t.online && self.writer.push(packet) {
+            self.writer.notify_loop();
         }
     }
 
@@ -460,7 +459,7 @@ impl Link {
     fn go_offline(&self) {
         let mut t = self.tracker();
         t.online = false;
-        t.out = BytesMut::new();
+        self.writer.reset(BytesMut::new());
     }
 
     /// A connection is up: queues the retransmission (DUP set) of every unacknowledged publish in
@@ -477,20 +476,10 @@ impl Link {
             out.extend_from_slice(&p);
             out[start] |= 0x08; // DUP
         }
-        t.out = out;
+        self.writer.reset(out);
         t.online = true;
         drop(t);
         drop(dropped); // releases their permits and queue reservations
-    }
-
-    /// Takes everything queued for the connection.
-    fn take_out(&self) -> Option<Bytes> {
-        let mut t = self.tracker();
-        if t.out.is_empty() {
-            return None;
-        }
-        // Taken whole: an idle link keeps no output buffer (a split would pin the allocation).
-        Some(std::mem::take(&mut t.out).freeze())
     }
 
     /// Ends every tracked operation with `err`; later enqueues fail with it too (acks already
@@ -601,9 +590,21 @@ enum Step {
     Read(std::io::Result<usize>),
 }
 
-async fn read_opt(conn: &mut Option<Stream>, buf: &mut BytesMut) -> std::io::Result<usize> {
+/// The loop's side of a connection.
+enum Conn {
+    /// WebSocket: the loop reads and writes the whole stream.
+    Whole(Stream),
+    /// TLS: the loop reads; writes go through the link's shared write half (`LinkWriter`).
+    Split(TlsReadHalf),
+}
+
+async fn read_opt(conn: &mut Option<Conn>, buf: &mut BytesMut) -> std::io::Result<usize> {
     match conn {
-        Some(c) => c.read(buf).await,
+        Some(Conn::Whole(c)) => c.read(buf).await,
+        Some(Conn::Split(r)) => {
+            buf.reserve(READ_CHUNK);
+            r.read_buf(buf).await
+        }
         None => std::future::pending().await,
     }
 }
@@ -618,7 +619,7 @@ struct NetworkLoop {
     owner: Weak<dyn LinkOwner>,
     link: Arc<Link>,
     /// The current connection, after its CONNACK.
-    conn: Option<Stream>,
+    conn: Option<Conn>,
     /// Bytes read from the hub not yet parsed into packets.
     rbuf: BytesMut,
     /// A connection being opened by the connector task.
@@ -710,11 +711,22 @@ impl NetworkLoop {
         self.connecting = Some(rx);
     }
 
-    /// Writes what is queued for the connection, in one write.
+    /// Writes what is queued for the connection, in one write (the link's writer resolves only
+    /// once nothing is left, including what callers queue meanwhile).
     async fn flush(&mut self) -> std::io::Result<()> {
         let bound = (2 * self.keep_alive()).max(Duration::from_secs(10));
-        let (Some(conn), Some(out)) = (self.conn.as_mut(), self.link.take_out()) else { return Ok(()) };
-        match tokio::time::timeout(bound, conn.write_all(out)).await {
+        let (conn, writer) = (self.conn.as_mut(), &self.link.writer);
+        let write = async move {
+            match conn {
+                Some(Conn::Whole(s)) => match writer.take() {
+                    Some(out) => s.write_all(out).await,
+                    None => Ok(()),
+                },
+                Some(Conn::Split(_)) => std::future::poll_fn(|cx| writer.poll_flush_all(cx)).await,
+                None => Ok(()),
+            }
+        };
+        match tokio::time::timeout(bound, write).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the hub stopped reading")),
         }
@@ -722,18 +734,31 @@ impl NetworkLoop {
 
     /// Ends the connection politely: what is queued (acks), DISCONNECT, TLS close_notify.
     async fn close_connection(&mut self) {
-        if self.conn.is_none() {
-            return;
+        let Some(conn) = self.conn.take() else { return };
+        // Callers stop writing first (what they queue now waits for the next connection).
+        let half = self.link.writer.detach();
+        let mut goodbye = BytesMut::new();
+        if let Some(queued) = self.link.writer.take() {
+            goodbye.extend_from_slice(&queued);
         }
-        let goodbye = async {
-            let _ = self.flush().await;
-            if let (Some(conn), Ok(d)) = (self.conn.as_mut(), encode(|b| Disconnect.write(b))) {
-                let _ = conn.write_all(d.freeze()).await;
-                conn.close().await;
+        if let Ok(d) = encode(|b| Disconnect.write(b)) {
+            goodbye.extend_from_slice(&d);
+        }
+        let write = async {
+            match (conn, half) {
+                (Conn::Whole(mut s), _) => {
+                    let _ = s.write_all(goodbye.freeze()).await;
+                    s.close().await;
+                }
+                (Conn::Split(_read), Some(mut w)) => {
+                    let _ = w.write_all(&goodbye).await;
+                    let _ = w.flush().await;
+                    let _ = w.shutdown().await;
+                }
+                (Conn::Split(_), None) => {}
             }
         };
-        let _ = tokio::time::timeout(CLOSE_BOUND, goodbye).await;
-        self.conn = None;
+        let _ = tokio::time::timeout(CLOSE_BOUND, write).await;
         self.rbuf = BytesMut::new();
         self.link.go_offline();
     }
@@ -741,6 +766,7 @@ impl NetworkLoop {
     /// The connection failed under us: drop it (no goodbye is possible) and report.
     fn lose_connection(&mut self, err: Error, reason: ConnectionReason) -> Option<(Error, Option<ConnectionReason>)> {
         self.conn = None;
+        drop(self.link.writer.detach());
         self.rbuf = BytesMut::new();
         self.next_ping = None;
         self.link.go_offline();
@@ -811,7 +837,7 @@ impl NetworkLoop {
                 }
                 r = recv_opt(&mut self.connecting) => Step::Opened(r),
                 r = read_opt(&mut self.conn, &mut self.rbuf) => Step::Read(r),
-                _ = self.link.wake.notified(), if connected => Step::Write,
+                _ = self.link.writer.notified(), if connected => Step::Write,
             };
             let failure = match step {
                 Step::Control(None) | Step::Control(Some(Control::Stop)) => {
@@ -873,7 +899,13 @@ impl NetworkLoop {
                     self.connecting = None;
                     match r {
                         Some(Ok((stream, rest))) => {
-                            self.conn = Some(stream);
+                            self.conn = Some(match stream.split() {
+                                Ok((read, write)) => {
+                                    self.link.writer.attach(write);
+                                    Conn::Split(read)
+                                }
+                                Err(whole) => Conn::Whole(whole),
+                            });
                             self.rbuf = rest;
                             if !self.connection_up() {
                                 break (Error::OperationCancelled, None);
@@ -1021,7 +1053,7 @@ impl NetworkLoop {
                 self.report(LinkEvent::SasTokenRequired);
             }
         }
-        let wait = backoff(self.retry_interval(), max_delay, self.attempt, rand::random::<f64>());
+        let wait = backoff(self.retry_interval(), max_delay, self.attempt, fastrand::f64());
         self.attempt = self.attempt.saturating_add(1);
         let mut at = Instant::now() + wait;
         if let Some(limit) = give_up {
@@ -1067,7 +1099,7 @@ mod tests {
         assert_eq!(backoff(i, cap, 3, 0.5), Duration::from_secs(8), "uniform draw below the ceiling");
         assert_eq!(backoff(i, cap, 3, 0.0), MIN_BACKOFF, "never a busy loop");
         // Drawn for real: every value within [MIN_BACKOFF, ceiling], and they differ.
-        let draws: Vec<_> = (0..200).map(|_| backoff(i, cap, 4, rand::random::<f64>())).collect();
+        let draws: Vec<_> = (0..200).map(|_| backoff(i, cap, 4, fastrand::f64())).collect();
         assert!(draws.iter().all(|d| *d >= MIN_BACKOFF && *d <= Duration::from_secs(32)));
         assert!(draws.iter().any(|d| *d < Duration::from_secs(16)) && draws.iter().any(|d| *d > Duration::from_secs(16)));
     }

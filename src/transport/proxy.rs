@@ -2,14 +2,17 @@
 //! connect or a tunnel through the client's `proxy_options`: HTTP CONNECT (Basic auth when a
 //! user is given), SOCKS4 (SOCKS4a when the host is a name, so the proxy resolves it), SOCKS5
 //! with or without username/password (`tokio-socks`). TLS and the WebSocket upgrade run over
-//! the returned stream, so they are the same with or without a proxy.
+//! the returned stream, so they are the same with or without a proxy. The tunnels are the Cargo
+//! feature `proxy`; a build without it refuses `proxy_options` (`validate::proxy_options`).
 //!
 //! A proxy that refuses is `Error::ConnectionFailed` carrying the proxy's answer; the proxy
 //! password never appears in a message or a log line (only the user name may).
 
 use std::time::Duration;
 
+#[cfg(feature = "proxy")]
 use base64::Engine as _;
+#[cfg(feature = "proxy")]
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,6 +23,7 @@ use crate::options::{ProxyOptions, ProxyType};
 /// proxy that never answers fails the attempt instead of hanging the reconnect loop.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+#[cfg(feature = "proxy")]
 /// Longest HTTP CONNECT answer head read: a proxy sending more is not a proxy we can talk to.
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
 
@@ -97,6 +101,12 @@ async fn direct(host: &str, port: u16) -> Result<TcpStream> {
     }))
 }
 
+#[cfg(not(feature = "proxy"))]
+async fn through(_: &ProxyOptions, _: &str, _: u16) -> Result<TcpStream> {
+    Err(crate::validate::needs_feature("proxy_options", "proxy"))
+}
+
+#[cfg(feature = "proxy")]
 async fn through(p: &ProxyOptions, host: &str, port: u16) -> Result<TcpStream> {
     let proxy_name = authority(&p.proxy_addr, p.proxy_port);
     let socket = direct(&p.proxy_addr, p.proxy_port).await.map_err(|e| match e {
@@ -138,6 +148,7 @@ async fn through(p: &ProxyOptions, host: &str, port: u16) -> Result<TcpStream> {
     }
 }
 
+#[cfg(feature = "proxy")]
 /// Sends `CONNECT host:port` and reads the answer head; anything but 2xx is the error text
 /// (status line only: the body of a proxy's error page is not worth a message).
 async fn http_connect(

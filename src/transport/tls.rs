@@ -1,28 +1,37 @@
 //! rustls client configuration with the `ring` provider: TLS 1.2 minimum, chain and host name
 //! verified against the host connected to, trust roots from `server_verification_cert` (PEM text)
-//! or the web PKI, optional client certificate (X.509 identities), optional cipher list (which
-//! also decides the TLS versions offered: see `parse_cipher_list`).
+//! or the default roots (`root_store`), optional client certificate (X.509 identities), optional
+//! cipher list (which also decides the TLS versions offered: see `parse_cipher_list`).
 
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, SupportedCipherSuite};
+use rustls::{CipherSuite, ClientConfig, RootCertStore, SupportedCipherSuite};
 
 use crate::error::{Error, Result};
 use crate::message::X509;
 
-/// OpenSSL names (and IANA names) of the suites the ring provider offers.
-const CIPHER_NAMES: &[(&str, &str)] = &[
-    ("ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
-    ("ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
-    ("ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
-    ("ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
-    ("ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
-    ("ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
-    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
-    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
-    ("TLS_CHACHA20_POLY1305_SHA256", "TLS13_CHACHA20_POLY1305_SHA256"),
+/// `(OpenSSL name, rustls name, code)`: the rustls name is IANA's (`TLS13_` for TLS 1.3).
+macro_rules! suite {
+    ($openssl:literal, $rustls:ident) => {
+        ($openssl, stringify!($rustls), CipherSuite::$rustls)
+    };
+}
+
+/// OpenSSL names and rustls's (IANA's, `TLS13_` for TLS 1.3) of the suites the ring provider offers.
+/// Names are matched here, and suites by their code: formatting `CipherSuite` with `Debug` would
+/// link rustls's names of all ~370 registered suites into every build.
+const CIPHER_NAMES: &[(&str, &str, CipherSuite)] = &[
+    suite!("ECDHE-ECDSA-AES128-GCM-SHA256", TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+    suite!("ECDHE-ECDSA-AES256-GCM-SHA384", TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+    suite!("ECDHE-ECDSA-CHACHA20-POLY1305", TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+    suite!("ECDHE-RSA-AES128-GCM-SHA256", TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+    suite!("ECDHE-RSA-AES256-GCM-SHA384", TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+    suite!("ECDHE-RSA-CHACHA20-POLY1305", TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+    suite!("TLS_AES_128_GCM_SHA256", TLS13_AES_128_GCM_SHA256),
+    suite!("TLS_AES_256_GCM_SHA384", TLS13_AES_256_GCM_SHA384),
+    suite!("TLS_CHACHA20_POLY1305_SHA256", TLS13_CHACHA20_POLY1305_SHA256),
 ];
 
 /// The user's `cipher` option as rustls sees it: the suites, and the TLS versions they allow.
@@ -47,13 +56,14 @@ pub fn parse_cipher_list(cipher: &str) -> Result<Option<CipherChoice>> {
     let all = rustls::crypto::ring::default_provider().cipher_suites;
     let mut suites: Vec<SupportedCipherSuite> = Vec::new();
     for name in names {
-        let rustls_name = CIPHER_NAMES
+        let code = CIPHER_NAMES
             .iter()
-            .find(|(openssl, _)| openssl.eq_ignore_ascii_case(name))
-            .map(|(_, r)| *r)
-            .unwrap_or(name);
-        let suite = all.iter().find(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(rustls_name)).ok_or_else(|| {
-            let supported: Vec<&str> = CIPHER_NAMES.iter().map(|(openssl, _)| *openssl).collect();
+            .find(|(openssl, rustls_name, _)| {
+                openssl.eq_ignore_ascii_case(name) || rustls_name.eq_ignore_ascii_case(name)
+            })
+            .map(|(_, _, code)| *code);
+        let suite = all.iter().find(|s| Some(s.suite()) == code).ok_or_else(|| {
+            let supported: Vec<&str> = CIPHER_NAMES.iter().map(|(openssl, _, _)| *openssl).collect();
             Error::invalid(format!("unknown or unsupported cipher {name:?}: supported are {}", supported.join(", ")))
         })?;
         if !suites.iter().any(|c| c.suite() == suite.suite()) {
@@ -79,26 +89,42 @@ fn provider(cipher: &str) -> Result<(CryptoProvider, Vec<&'static rustls::Suppor
     }
 }
 
-/// Root store from PEM text, or the web PKI roots.
+/// Root store from PEM text, or the default roots: the web PKI's (Mozilla's list, feature
+/// `webpki-roots`, default on) or, in a build without it, the roots Azure IoT Hub and DPS chain to.
 pub fn root_store(server_verification_cert: Option<&str>) -> Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
     match server_verification_cert {
-        Some(pem) => {
-            let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_bytes())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|_| Error::invalid("server_verification_cert is not valid PEM"))?;
-            if certs.is_empty() {
-                return Err(Error::invalid("server_verification_cert holds no certificate"));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| Error::invalid(format!("server_verification_cert: unusable certificate: {e}")))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(pem) => store_from_pem(pem),
+        None => default_roots(),
+    }
+}
+
+fn store_from_pem(pem: &str) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::invalid("server_verification_cert is not valid PEM"))?;
+    if certs.is_empty() {
+        return Err(Error::invalid("server_verification_cert holds no certificate"));
+    }
+    for c in certs {
+        roots.add(c).map_err(|e| Error::invalid(format!("server_verification_cert: unusable certificate: {e}")))?;
     }
     Ok(roots)
+}
+
+#[cfg(feature = "webpki-roots")]
+fn default_roots() -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(roots)
+}
+
+/// A firmware build leaves Mozilla's ~150 roots out (about 90 KB) and trusts what IoT Hub and
+/// DPS present, as azure-iot-sdk-c's `certs.c` does: DigiCert Global Root G2/G3/CA and the
+/// Microsoft RSA/ECC 2017 roots (`azure_roots.pem`).
+#[cfg(not(feature = "webpki-roots"))]
+fn default_roots() -> Result<RootCertStore> {
+    store_from_pem(include_str!("azure_roots.pem"))
 }
 
 /// Certificate chain and key of an X.509 identity.

@@ -16,7 +16,7 @@ import logging
 from typing import Any, Dict, List, Optional, Union
 
 from .. import _native
-from .._base import ClientBase, DeviceFactories, Handler, ModuleFactories, _deprecated, as_message
+from .._base import ClientBase, DeviceFactories, Handler, ModuleFactories, _deprecated
 from ..models import Message, MethodRequest, MethodResponse
 
 _logger = logging.getLogger("ironhub")
@@ -77,12 +77,12 @@ class _AsyncOperations(ClientBase):
     async def send_message(self, message: Union[Message, Any]) -> None:
         """Sends telemetry; completes once the hub acknowledged it. Calls awaited together
         are pipelined (all in flight at once, sent in call order)."""
-        await self._native.send_message_async(as_message(message))
+        await self._native.send_message_async(message)
 
     async def send_messages(self, messages: List[Union[Message, Any]]) -> None:
         """ironhub: sends several messages pipelined and completes once the hub acknowledged
         every one; raises the first failure."""
-        await self._native.send_messages_async([as_message(m) for m in messages])
+        await self._native.send_messages_async(messages)
 
     async def send_method_response(self, method_response: MethodResponse) -> None:
         """Sends the response to a method request."""
@@ -135,7 +135,7 @@ class IoTHubModuleClient(ModuleFactories, _AsyncOperations):
 
     async def send_message_to_output(self, message: Union[Message, Any], output_name: str) -> None:
         """Sends ``message`` to the module output ``output_name``."""
-        await self._native.send_message_to_output_async(as_message(message), output_name)
+        await self._native.send_message_to_output_async(message, output_name)
 
     async def invoke_method(
         self, method_params: Dict[str, Any], device_id: str, module_id: Optional[str] = None
