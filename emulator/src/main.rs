@@ -92,6 +92,12 @@ struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     workload_socket: Option<PathBuf>,
 
+    /// Keep the registry, twins, C2D queues and telemetry in memory only (no state.db, so nothing
+    /// survives a restart): no commit to disk before each acknowledgement. The CA and hub.json
+    /// still go to --state-dir. For benchmarks, which measure clients rather than the disk.
+    #[arg(long)]
+    memory_only: bool,
+
     /// Serve the IoT Edge workload API over plain HTTP on this port of --bind too (0 = any free
     /// port; see hub.json). It signs tokens for any module without asking who calls.
     #[arg(long, value_name = "PORT")]
@@ -185,6 +191,7 @@ fn main() {
         amqp_addr: SocketAddr::new(args.bind, args.amqp_port.unwrap_or(if args.https_port == 443 { 5671 } else { 0 })),
         partition_count: args.partitions,
         state_dir: Some(args.state_dir),
+        memory_only: args.memory_only,
         policy_key: args.policy_key,
         ca_cert_file: args.ca_cert,
         workload_socket: args.workload_socket,

@@ -59,6 +59,11 @@ pub struct EmulatorConfig {
     /// the open files limit leaves after the HTTPS cap and a reserve (a connection past that limit
     /// would sit unaccepted in the kernel's queue while its client waits).
     pub max_tls_connections: Option<usize>,
+    /// Keep the registry, twins, device-bound messages and telemetry in memory only: no `state.db`,
+    /// so no commit to disk before each acknowledgement. The CA, the server certificate and
+    /// `hub.json` still go to `state_dir`. For benchmarks, which compare clients and must not
+    /// measure the disk's flush latency (one per acknowledged telemetry message with a store).
+    pub memory_only: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -82,6 +87,7 @@ impl Default for EmulatorConfig {
             throttle: None,
             http_limits: crate::http::HttpLimits::default(),
             max_tls_connections: None,
+            memory_only: false,
         }
     }
 }
@@ -167,7 +173,7 @@ impl Emulator {
         };
         let hub = Arc::new(Hub::new(HubConfig {
             hostname: config.hostname.clone(),
-            state_dir: config.state_dir.clone(),
+            state_dir: if config.memory_only { None } else { config.state_dir.clone() },
             policy_key: config.policy_key.clone(),
             retention: config.retention,
             throttle: config.throttle,
@@ -175,7 +181,7 @@ impl Emulator {
             partition_count: config.partition_count,
         })?);
         let broker = Broker::with_timing(hub.clone(), config.timing);
-        let dps = Dps::new(hub.clone(), state_dir)?;
+        let dps = Dps::new(hub.clone(), if config.memory_only { None } else { state_dir })?;
         broker.attach_dps(dps.clone());
         let extra_names: Vec<String> = config.mqtt_extra_ips.iter().map(IpAddr::to_string).collect();
         let identity = certs::server_identity(state_dir, &config.hostname, &extra_names)?;

@@ -12,7 +12,7 @@ fn help_documents_every_flag() {
     let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--state-dir", "--hostname", "--mqtt-port", "--https-port", "--policy-key", "--ca-cert", "hub.json"] {
+    for flag in ["--state-dir", "--hostname", "--mqtt-port", "--https-port", "--policy-key", "--ca-cert", "--memory-only", "hub.json"] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
     assert!(Command::new(BIN).arg("--help").output().unwrap().status.success());

@@ -65,6 +65,26 @@ async fn restart_keeps_registry_twins_routes_and_keys() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `memory_only` (the `--memory-only` flag benchmarks use): the CA and `hub.json` are written, so
+/// clients find and trust the hub, but no `state.db`, and a restart forgets the registry.
+#[tokio::test]
+async fn memory_only_writes_the_ca_and_hub_json_but_no_store() {
+    let dir = temp_dir("memory-only");
+    let config = EmulatorConfig { state_dir: Some(dir.clone()), memory_only: true, ..Default::default() };
+    let first = start_with(config.clone()).await;
+    Api::new(&first).put("/devices/gone", json!({})).await;
+    let ca_pem = first.ca_pem().to_owned();
+    assert!(dir.join("hub.json").exists() && dir.join("ca.pem").exists());
+    assert!(!dir.join("state.db").exists(), "memory_only opened a store");
+    first.shutdown().await;
+
+    let second = start_with(config).await;
+    assert_eq!(second.ca_pem(), ca_pem, "the CA is still kept in the state directory");
+    assert_eq!(Api::new(&second).get("/devices/gone").await.status, StatusCode::NOT_FOUND);
+    second.shutdown().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[tokio::test]
 async fn a_given_policy_key_wins_and_bad_state_is_a_clear_error() {
     let dir = temp_dir("policy");
