@@ -96,29 +96,39 @@ int main(void) {
     CHECK(hub_count("events", device_id) == BURST);
     CHECK(hub_count("distinct_events", device_id) == BURST);
 
-    /* Bound at 100: the excess completes with IRONHUB_ERROR_CLIENT at once (no waiting for room),
-     * and only the accepted sends reach the hub. */
-    c = burst(100, "bounded");
-    int ok = 0, full = 0;
+    /* A small bound: the excess completes with IRONHUB_ERROR_CLIENT at once (no waiting for room),
+     * and only the accepted sends reach the hub. Whether a burst outruns the network loop depends
+     * on the machine (under ASan the caller is slower than the loop's pipelined drain), so the
+     * bound shrinks until a burst is refused in part; with a bound of 1 any send made while
+     * another awaits its PUBACK is refused. */
+    static const uint32_t bounds[] = {100, 10, 1};
+    int ok = 0, full = 0, accepted = 0;
     long slowest_full_us = 0;
-    for (int i = 0; i < BURST; i++) {
-        int r = atomic_load(&g_slots[i].result);
-        if (r == IRONHUB_OK) {
-            ok++;
-        } else {
-            CHECK_RESULT((ironhub_result)r, IRONHUB_ERROR_CLIENT);
-            full++;
-            long l = atomic_load(&g_slots[i].latency_us);
-            if (l > slowest_full_us) slowest_full_us = l;
+    for (size_t b = 0; b < sizeof bounds / sizeof bounds[0] && full == 0; b++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "bounded%u", bounds[b]);
+        c = burst(bounds[b], tag);
+        ok = 0;
+        for (int i = 0; i < BURST; i++) {
+            int r = atomic_load(&g_slots[i].result);
+            if (r == IRONHUB_OK) {
+                ok++;
+            } else {
+                CHECK_RESULT((ironhub_result)r, IRONHUB_ERROR_CLIENT);
+                full++;
+                long l = atomic_load(&g_slots[i].latency_us);
+                if (l > slowest_full_us) slowest_full_us = l;
+            }
         }
+        ironhub_client_free(c);
+        CHECK(ok >= (int)bounds[b]);
+        accepted += ok;
     }
-    ironhub_client_free(c);
-    CHECK(ok >= 100);
     CHECK(full > 0);
     /* operation_timeout is 20 s: a refusal that waited for room would take far longer than this. */
     CHECK(slowest_full_us < 2000000L);
-    CHECK(hub_count("events", device_id) == BURST + ok);
-    CHECK(hub_count("distinct_events", device_id) == BURST + ok);
+    CHECK(hub_count("events", device_id) == BURST + accepted);
+    CHECK(hub_count("distinct_events", device_id) == BURST + accepted);
 
     printf("test_queue_bounds: ok (bounded: %d sent, %d refused, slowest refusal %ld us)\n", ok, full,
            slowest_full_us);
