@@ -60,7 +60,7 @@ pub struct ServiceClient {
     host: String,
     key: String,
     policy: String,
-    http: reqwest::Client,
+    http: http::HttpsClient,
     timeout: Duration,
     token: Mutex<Option<(String, u64)>>,
 }
@@ -130,7 +130,7 @@ impl ServiceClient {
 
     async fn call(
         &self,
-        method: reqwest::Method,
+        method: http::Method,
         path_and_query: &str,
         body: Option<&Value>,
         if_match: Option<&str>,
@@ -162,20 +162,20 @@ impl ServiceClient {
 
     /// The full twin of a device or module.
     pub async fn get_twin(&self, device_id: &str, module_id: Option<&str>) -> Result<Value> {
-        let a = self.call(reqwest::Method::GET, &twin_path(device_id, module_id), None, None, self.timeout).await?;
+        let a = self.call(http::Method::GET, &twin_path(device_id, module_id), None, None, self.timeout).await?;
         Self::check(a)
     }
 
     /// `PATCH /twins/{id}`: merges `patch` (tags, properties.desired); `etag` → `If-Match`
     /// (mismatch → `Error::PreconditionFailed`). Returns the updated twin.
     pub async fn update_twin(&self, device_id: &str, module_id: Option<&str>, patch: &Value, etag: Option<&str>) -> Result<Value> {
-        let a = self.call(reqwest::Method::PATCH, &twin_path(device_id, module_id), Some(patch), etag, self.timeout).await?;
+        let a = self.call(http::Method::PATCH, &twin_path(device_id, module_id), Some(patch), etag, self.timeout).await?;
         Self::check(a)
     }
 
     /// `PUT /twins/{id}`: replaces tags and desired properties.
     pub async fn replace_twin(&self, device_id: &str, module_id: Option<&str>, twin: &Value, etag: Option<&str>) -> Result<Value> {
-        let a = self.call(reqwest::Method::PUT, &twin_path(device_id, module_id), Some(twin), etag, self.timeout).await?;
+        let a = self.call(http::Method::PUT, &twin_path(device_id, module_id), Some(twin), etag, self.timeout).await?;
         Self::check(a)
     }
 
@@ -197,7 +197,7 @@ impl ServiceClient {
         });
         let timeout = Duration::from_secs(request.response_timeout_in_seconds + request.connect_timeout_in_seconds + 10);
         let path = format!("{}/methods", twin_path(device_id, module_id));
-        let a = self.call(reqwest::Method::POST, &path, Some(&body), None, timeout).await?;
+        let a = self.call(http::Method::POST, &path, Some(&body), None, timeout).await?;
         let v = Self::check(a)?;
         let status = v.get("status").and_then(Value::as_i64).unwrap_or(0) as i32;
         Ok(DirectMethodResult { status, payload: v.get("payload").cloned().unwrap_or(Value::Null) })
@@ -206,7 +206,7 @@ impl ServiceClient {
     /// Any call: `method` ("GET", "PUT", ...), path with query (api-version added when missing),
     /// optional JSON body → (status, JSON body or Null). Statuses are not turned into errors.
     pub async fn request(&self, method: &str, path_and_query: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| Error::invalid(format!("bad HTTP method {method:?}")))?;
+        let m = http::Method::from_bytes(method.as_bytes()).map_err(|_| Error::invalid(format!("bad HTTP method {method:?}")))?;
         // Long-polls (`timeoutSeconds=`) get their own bound on top of the default.
         let a = self.call(m, path_and_query, body, None, self.timeout + Duration::from_secs(60)).await?;
         Ok((a.status, a.body))

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, Result};
-use crate::transport::http::{hub_error_message, send};
+use crate::transport::http::{hub_error_message, send, HttpsClient};
 use crate::Client;
 
 const API_VERSION: &str = "2021-04-12";
@@ -100,7 +100,7 @@ impl Client {
 
     /// An HTTPS client with this client's TLS configuration (trust roots, cipher list, and its
     /// certificate for X.509 identities) and its `proxy_options`.
-    fn upload_http(&self) -> Result<reqwest::Client> {
+    fn upload_http(&self) -> Result<HttpsClient> {
         let options = self.options();
         crate::transport::http::https_client_with_tls(
             (*self.session().tls_config()).clone(),
@@ -248,22 +248,27 @@ impl Client {
 }
 
 /// One PUT to blob storage; the error says whether retrying may help. Error texts never carry
-/// the URL (it holds the SAS).
-async fn blob_put(http: &reqwest::Client, url: &str, body: bytes::Bytes, headers: &[(&str, &str)]) -> std::result::Result<(), (bool, Error)> {
+/// the URL (it holds the SAS): `transport::http` names the host at most.
+async fn blob_put(
+    http: &HttpsClient,
+    url: &str,
+    body: bytes::Bytes,
+    headers: &[(&'static str, &str)],
+) -> std::result::Result<(), (bool, Error)> {
     let mut req = http.put(url).header("x-ms-version", "2021-08-06").body(body);
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let resp = req.send().await.map_err(|e| {
-        let e = e.without_url();
-        (true, if e.is_timeout() { Error::OperationTimeout(format!("blob storage: {e}")) } else { Error::ConnectionFailed(format!("blob storage: {e}")) })
+    let answer = req.send().await.map_err(|e| {
+        // A bad URL will not get better; a network failure or a timeout may.
+        let retry = e.kind() != crate::ErrorKind::InvalidArgument;
+        (retry, e)
     })?;
-    let status = resp.status().as_u16();
-    if status < 300 {
+    if answer.status < 300 {
         return Ok(());
     }
-    let code = resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
-    Err((retryable(status), Error::ServiceFailure { status, message: format!("blob storage refused the upload ({code})") }))
+    let code = answer.header("x-ms-error-code").unwrap_or("unknown").to_owned();
+    Err((retryable(answer.status), Error::ServiceFailure { status: answer.status, message: format!("blob storage refused the upload ({code})") }))
 }
 
 /// The same calls on the blocking client, each bounded by `operation_timeout` (and, for the

@@ -91,14 +91,14 @@ impl Session {
         Ok(answer.body)
     }
 
-    /// A firmware build without HTTPS (no reqwest) cannot reach the Edge hub's method endpoint.
+    /// A firmware build without HTTPS cannot reach the Edge hub's method endpoint.
     #[cfg(not(feature = "https"))]
     async fn edge_hub_post(self: &Arc<Self>, _url: String, _body: Value, _timeout: Duration) -> Result<Value> {
         Err(Error::Client("invoke_method needs ironhub's `https` feature, which this build leaves out".into()))
     }
 
     #[cfg(feature = "https")]
-    fn http_client(&self, timeout: Duration) -> Result<reqwest::Client> {
+    fn http_client(&self, timeout: Duration) -> Result<crate::transport::http::HttpsClient> {
         let mut h = lock(&self.http);
         if let Some(c) = &*h {
             return Ok(c.clone());

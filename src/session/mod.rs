@@ -58,7 +58,7 @@ pub(crate) struct Session {
     last_down_reason: Mutex<Option<crate::message::ConnectionReason>>,
     edge: AtomicBool,
     #[cfg(feature = "https")]
-    http: Mutex<Option<reqwest::Client>>,
+    http: Mutex<Option<crate::transport::http::HttpsClient>>,
     outbox: telemetry::Outbox,
     callbacks: telemetry::PendingCallbacks,
     budget: Arc<Budget>,

@@ -61,7 +61,7 @@ fn io(e: impl std::fmt::Display) -> ConnectFailure {
 /// no MSG_NOSIGNAL: writing the goodbye to a peer that already closed would kill a C host
 /// program that does not ignore SIGPIPE. Plain writes go through `send(MSG_NOSIGNAL)`; leaving
 /// `poll_write_vectored` to its default makes rustls use them.
-pub(crate) struct Tcp(TcpStream);
+pub(crate) struct Tcp(pub(crate) TcpStream);
 
 impl tokio::io::AsyncRead for Tcp {
     fn poll_read(
