@@ -232,7 +232,7 @@ async fn invoke_method_goes_through_http_and_socks_proxies() {
         proxy.assert_tunnelled_to(env.emu.https_port());
         caller.shutdown().await.unwrap();
     }
-    // reqwest asks SOCKS4 proxies for 4a (a name), which danted refuses: the refusal is reported.
+    // A host name goes to SOCKS4 proxies as 4a (the proxy resolves it), which danted refuses: the refusal is reported.
     let caller = edge_caller(&env, danted4.options(None, None));
     let e = caller.invoke_method(&params, "methodTarget", None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionFailed, "{e}");
@@ -246,7 +246,9 @@ async fn invoke_method_through_a_refusing_proxy_is_connection_failed() {
     let params = json!({"methodName": "echo", "responseTimeoutInSeconds": 5});
     let tiny = RealProxy::tinyproxy(Some(("alice", PASSWORD)), None);
     let micro = RealProxy::microsocks("bob", PASSWORD);
-    for (options, answer) in [(tiny.options(Some("alice"), Some("wrong")), "tunnel error"), (micro.options(Some("bob"), Some("wrong")), "credentials not accepted")] {
+    // The proxy's own answer, as the MQTT link reports it (transport::proxy): tinyproxy's status
+    // line, tokio-socks' name for the SOCKS5 failure.
+    for (options, answer) in [(tiny.options(Some("alice"), Some("wrong")), "HTTP 401"), (micro.options(Some("bob"), Some("wrong")), "auth")] {
         let caller = edge_caller(&env, options);
         let e = caller.invoke_method(&params, "anyone", None).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionFailed, "{e}");
