@@ -256,8 +256,8 @@ async fn blob_put(
     headers: &[(&'static str, &str)],
 ) -> std::result::Result<(), (bool, Error)> {
     let mut req = http.put(url).header("x-ms-version", "2021-08-06").body(body);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
+    for &(name, value) in headers {
+        req = req.header(name, value);
     }
     let answer = req.send().await.map_err(|e| {
         // A bad URL will not get better; a network failure or a timeout may.
