@@ -82,6 +82,9 @@ impl std::fmt::Debug for UploadOptions {
     }
 }
 
+/// What an upload reads its blocks from (a file, a buffer).
+type UploadSource = Box<dyn AsyncRead + Unpin + Send>;
+
 const MAX_BLOCK_SIZE: usize = 100 * 1024 * 1024;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 
@@ -171,17 +174,18 @@ impl Client {
     pub async fn upload_blob_from_file(&self, blob_name: &str, path: &Path, options: UploadOptions) -> Result<StorageInfo> {
         let file = tokio::fs::File::open(path).await.map_err(|e| Error::invalid(format!("cannot open {}: {e}", path.display())))?;
         let total = file.metadata().await.map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))?.len();
-        self.upload_blob(blob_name, file, total, options).await
+        self.upload_blob(blob_name, Box::new(file), total, options).await
     }
 
     /// As [`Client::upload_blob_from_file`], from memory.
     pub async fn upload_blob_from_bytes(&self, blob_name: &str, data: impl Into<bytes::Bytes>, options: UploadOptions) -> Result<StorageInfo> {
         let data = data.into();
         let total = data.len() as u64;
-        self.upload_blob(blob_name, std::io::Cursor::new(data), total, options).await
+        self.upload_blob(blob_name, Box::new(std::io::Cursor::new(data)), total, options).await
     }
 
-    async fn upload_blob<R: AsyncRead + Unpin>(&self, blob_name: &str, source: R, total: u64, options: UploadOptions) -> Result<StorageInfo> {
+    /// The upload itself, over a boxed source: one copy of it for files and buffers alike.
+    async fn upload_blob(&self, blob_name: &str, source: UploadSource, total: u64, options: UploadOptions) -> Result<StorageInfo> {
         if options.block_size == 0 || options.block_size > MAX_BLOCK_SIZE {
             return Err(Error::invalid(format!("block_size must be between 1 and {MAX_BLOCK_SIZE} bytes")));
         }
@@ -203,7 +207,7 @@ impl Client {
         }
     }
 
-    async fn put_blocks<R: AsyncRead + Unpin>(&self, info: &StorageInfo, mut source: R, total: u64, options: &UploadOptions) -> Result<()> {
+    async fn put_blocks(&self, info: &StorageInfo, mut source: UploadSource, total: u64, options: &UploadOptions) -> Result<()> {
         let http = self.upload_http()?;
         let url = info.blob_url();
         let mut ids = Vec::new();

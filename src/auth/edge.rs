@@ -9,11 +9,10 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Identity;
 use crate::error::{Error, Result};
+use crate::transport::http1::Io;
 
 /// Workload API calls are local; a stuck daemon must not hang a token renewal.
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,13 +146,13 @@ impl Workload {
                 #[cfg(unix)]
                 Endpoint::Unix(p) => {
                     let s = tokio::net::UnixStream::connect(p).await.map_err(workload_io)?;
-                    http_exchange(s, "localhost", method, path, body).await
+                    http_exchange(Box::new(s), "localhost", method, path, body).await
                 }
                 #[cfg(not(unix))]
                 Endpoint::Unix(_) => Err(Error::Client("Unix sockets are not available on this platform".into())),
                 Endpoint::Tcp(hp) => {
                     let s = tokio::net::TcpStream::connect(hp.as_str()).await.map_err(workload_io)?;
-                    http_exchange(s, hp, method, path, body).await
+                    http_exchange(Box::new(s), hp, method, path, body).await
                 }
             }
         };
@@ -177,18 +176,14 @@ fn workload_http(e: impl std::fmt::Display) -> Error {
 
 /// One HTTP/1.1 request on its own connection (hyper's client: framing, chunked bodies and
 /// limits are its business); the answer body as JSON.
-async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    stream: S,
+async fn http_exchange(
+    stream: Box<dyn Io>,
     host: &str,
     method: http::Method,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(workload_http)?;
-    // The connection future does the I/O; it ends when the request is answered and `sender` drops.
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let mut connection = crate::transport::http1::handshake(stream).await.map_err(workload_http)?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let request = http::Request::builder()
         .method(method)
@@ -197,15 +192,15 @@ async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(payload)))
         .map_err(|e| Error::Client(format!("IoT Edge workload API request: {e}")))?;
+    // Dropping the connection afterwards ends it (and its I/O task).
     let answer = async {
-        let response = sender.send_request(request).await.map_err(workload_http)?;
+        let response = connection.sender.send_request(request).await.map_err(workload_http)?;
         let status = response.status();
         let bytes = response.into_body().collect().await.map_err(workload_http)?.to_bytes();
         Ok::<_, Error>((status, bytes))
     }
     .await;
-    drop(sender);
-    driver.abort();
+    drop(connection);
     let (status, bytes) = answer?;
     if !status.is_success() {
         return Err(Error::Client(format!("IoT Edge workload API answered HTTP {}", status.as_u16())));
@@ -220,7 +215,7 @@ mod tests {
     //! turned such an answer into replacement characters and then lost its place in the chunks).
 
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
     /// Serves one connection: reads the request head (and its body), answers `body` as `chunks`
     /// pieces of chunked transfer encoding.

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 
@@ -26,6 +24,7 @@ pub use ::http::Method;
 use crate::error::{Error, Result};
 use crate::options::ProxyOptions;
 use crate::transport::connector::Tcp;
+use crate::transport::http1::{self, Connection};
 
 /// Idle connections a client keeps (across hosts; the newest are kept).
 const MAX_IDLE: usize = 4;
@@ -46,20 +45,6 @@ struct Inner {
     timeout: Duration,
     /// `(host:port, connection)`, oldest first.
     idle: Mutex<Vec<(String, Connection)>>,
-}
-
-/// One HTTP/1.1 connection: the handle requests go through and the task doing its I/O, which
-/// ends with the handle, so a connection dropped mid-request (a timeout) or evicted is closed
-/// rather than left waiting on a dead link.
-struct Connection {
-    sender: SendRequest<Full<Bytes>>,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
 }
 
 /// A client that trusts `ca_pem` (or the default roots), offers the `cipher` list (empty: the
@@ -140,12 +125,7 @@ impl HttpsClient {
         let name = ServerName::try_from(target.host.to_owned())
             .map_err(|_| Error::invalid(format!("invalid host name {:?}", target.host)))?;
         let tls = self.inner.tls.connect(name, Tcp(tcp)).await.map_err(|e| target.failed(format!("TLS: {e}")))?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| target.failed(e))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Connection { sender, driver })
+        http1::handshake(Box::new(tls)).await.map_err(|e| target.failed(e))
     }
 }
 

@@ -1,9 +1,12 @@
 //! Network transports: TLS configuration (`tls`), the TCP connection direct or through a proxy
-//! (`proxy`), opening an MQTT connection (`connector`), the MQTT connection task (`mqtt`) and the HTTPS client (`http`).
+//! (`proxy`), opening an MQTT connection (`connector`), the MQTT connection task (`mqtt`), the HTTPS
+//! client (`http`) and the HTTP/1.1 connection under it and under the Edge workload API's (`http1`).
 
 pub(crate) mod connector;
 #[cfg(feature = "https")]
 pub mod http;
+#[cfg(any(feature = "https", feature = "edge"))]
+pub(crate) mod http1;
 pub mod proxy;
 pub(crate) mod mqtt;
 pub(crate) mod writer;
