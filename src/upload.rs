@@ -280,7 +280,7 @@ async fn blob_put(
 impl crate::blocking::Client {
     pub fn get_storage_info_for_blob(&self, blob_name: &str) -> Result<StorageInfo> {
         let (client, blob_name) = (self.as_async().clone(), blob_name.to_owned());
-        crate::runtime::block_on(async move { client.get_storage_info_for_blob(&blob_name).await })
+        block_on_storage_info(Box::pin(async move { client.get_storage_info_for_blob(&blob_name).await }))
     }
 
     pub fn notify_blob_upload_status(&self, correlation_id: &str, is_success: bool, status_code: i32, status_description: &str) -> Result<()> {
@@ -293,11 +293,17 @@ impl crate::blocking::Client {
 
     pub fn upload_blob_from_file(&self, blob_name: &str, path: &Path, options: UploadOptions) -> Result<StorageInfo> {
         let (client, blob_name, path) = (self.as_async().clone(), blob_name.to_owned(), path.to_owned());
-        crate::runtime::block_on(async move { client.upload_blob_from_file(&blob_name, &path, options).await })
+        block_on_storage_info(Box::pin(async move { client.upload_blob_from_file(&blob_name, &path, options).await }))
     }
 
     pub fn upload_blob_from_bytes(&self, blob_name: &str, data: impl Into<bytes::Bytes>, options: UploadOptions) -> Result<StorageInfo> {
         let (client, blob_name, data) = (self.as_async().clone(), blob_name.to_owned(), data.into());
-        crate::runtime::block_on(async move { client.upload_blob_from_bytes(&blob_name, data, options).await })
+        block_on_storage_info(Box::pin(async move { client.upload_blob_from_bytes(&blob_name, data, options).await }))
     }
+}
+
+/// The blocking calls that answer a `StorageInfo`, through one boxed future type: the runtime's
+/// task code for them is compiled once rather than once per call.
+fn block_on_storage_info(call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<StorageInfo>> + Send>>) -> Result<StorageInfo> {
+    crate::runtime::block_on(call)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 use super::Identity;
 use crate::error::{Error, Result};
@@ -16,6 +16,8 @@ use crate::transport::http1::Io;
 
 /// Workload API calls are local; a stuck daemon must not hang a token renewal.
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Its answers are a trust bundle (PEM) or a signature: anything larger is not the workload API.
+const MAX_WORKLOAD_ANSWER: usize = 4 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 enum Endpoint {
@@ -196,7 +198,7 @@ async fn http_exchange(
     let answer = async {
         let response = connection.sender.send_request(request).await.map_err(workload_http)?;
         let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(workload_http)?.to_bytes();
+        let bytes = crate::transport::http1::read_body(response.into_body(), MAX_WORKLOAD_ANSWER).await.map_err(workload_http)?;
         Ok::<_, Error>((status, bytes))
     }
     .await;

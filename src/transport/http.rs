@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 
@@ -188,22 +188,29 @@ impl RequestBuilder {
     async fn exchange(&self, target: &Target<'_>) -> Result<Answer> {
         // An idle connection first. One the server closed while idle refuses the request before
         // sending any of it, and the request goes on a new connection; once sent, it is not resent
-        // (a POST may have taken effect).
-        if let Some(mut connection) = self.client.take_idle(target.authority) {
-            if connection.sender.ready().await.is_ok() {
-                match connection.sender.try_send_request(self.to_request(target)?).await {
-                    Ok(response) => return self.finish(target, connection, response).await,
-                    Err(mut e) => {
-                        if e.take_message().is_none() {
-                            return Err(target.failed(e.into_error()));
-                        }
+        // (a POST may have taken effect). One send path for both, so hyper's is compiled once.
+        let mut idle = self.client.take_idle(target.authority);
+        loop {
+            let reused = idle.is_some();
+            let mut connection = match idle.take() {
+                Some(c) => c,
+                None => self.client.connect(target).await?,
+            };
+            if let Err(e) = connection.sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(target.failed(e));
+            }
+            match connection.sender.try_send_request(self.to_request(target)?).await {
+                Ok(response) => return self.finish(target, connection, response).await,
+                Err(mut e) => {
+                    if !(reused && e.take_message().is_some()) {
+                        return Err(target.failed(e.into_error()));
                     }
                 }
             }
         }
-        let mut connection = self.client.connect(target).await?;
-        let response = connection.sender.send_request(self.to_request(target)?).await.map_err(|e| target.failed(e))?;
-        self.finish(target, connection, response).await
     }
 
     async fn finish(
@@ -213,14 +220,14 @@ impl RequestBuilder {
         response: ::http::Response<hyper::body::Incoming>,
     ) -> Result<Answer> {
         let (head, body) = response.into_parts();
-        let body = Limited::new(body, MAX_ANSWER).collect().await.map_err(|e| {
+        let body = http1::read_body(body, MAX_ANSWER).await.map_err(|e| {
             Error::ConnectionDropped(format!("reading the HTTPS answer of {} failed: {e}", target.host))
         })?;
         let closing = head.headers.get_all(::http::header::CONNECTION).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         if !closing && !connection.sender.is_closed() {
             self.client.keep_idle(target.authority.to_owned(), connection);
         }
-        Ok(Answer { status: head.status.as_u16(), headers: head.headers, body: body.to_bytes() })
+        Ok(Answer { status: head.status.as_u16(), headers: head.headers, body })
     }
 }
 

@@ -4,7 +4,7 @@
 //! rather than once per stream type (each copy was tens of KB of libironhub.so).
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -34,4 +34,13 @@ pub(crate) async fn handshake(io: Box<dyn Io>) -> hyper::Result<Connection> {
         let _ = connection.await;
     });
     Ok(Connection { sender, driver })
+}
+
+/// The whole body of an answer, at most `limit` bytes: a peer sending more is cut off rather than
+/// filling memory.
+pub(crate) async fn read_body(
+    body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(Limited::new(body, limit).collect().await?.to_bytes())
 }
