@@ -14,6 +14,7 @@ use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish, SubAck, Subscribe, Subscri
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
+use super::acks::Acks;
 use super::connection::{packet_kind, STALL_TIMEOUT};
 use super::{acl, Broker};
 use crate::hub::throttle::Operation;
@@ -35,6 +36,8 @@ pub(super) struct Session {
     /// This connection's id: C2D and input deliveries in flight on it are matched to its PUBACKs.
     pub(super) conn_id: u64,
     pub(super) outbound: mpsc::Sender<Packet>,
+    /// The PUBACKs that wait for the store's commit; `None` when the hub keeps nothing on disk.
+    pub(super) acks: Option<Acks>,
 }
 
 impl Session {
@@ -103,16 +106,31 @@ impl Session {
         if handled == Flow::Close {
             return Flow::Close;
         }
-        // Acknowledge after handling and after the store committed it, so a client that saw its
-        // PUBACK finds its telemetry in the event log, even after a kill -9 of the emulator.
-        self.broker.hub.flushed().await;
-        self.acknowledge(&publish).await
+        // Acknowledged after handling and after the store committed it, so a client that saw its
+        // PUBACK finds its telemetry in the event log, even after a kill -9 of the emulator; the
+        // wait for the commit is the PUBACK task's, so this connection reads on meanwhile.
+        self.acknowledge_once_stored(&publish, false).await
     }
 
+    /// A twin request's PUBACK: in order after the earlier PUBLISHes', queued before the answer.
     async fn acknowledge(&self, publish: &Publish) -> Flow {
-        match publish.qos {
-            QoS::AtLeastOnce => self.send(Packet::PubAck(PubAck::new(publish.pkid))).await,
-            _ => Flow::Continue,
+        self.acknowledge_once_stored(publish, true).await
+    }
+
+    /// Queues the PUBACK of a QoS 1 PUBLISH, to go once what was stored so far is on disk (at once
+    /// without a store); `wait` returns only once it is queued to the client.
+    async fn acknowledge_once_stored(&self, publish: &Publish, wait: bool) -> Flow {
+        if publish.qos != QoS::AtLeastOnce {
+            return Flow::Continue;
+        }
+        let (Some(acks), Some(point)) = (&self.acks, self.broker.hub.flush_point()) else {
+            return self.send(Packet::PubAck(PubAck::new(publish.pkid))).await;
+        };
+        let queued = if wait { acks.in_order(publish.pkid, point).await } else { acks.after_commit(publish.pkid, point).await };
+        if queued {
+            Flow::Continue
+        } else {
+            Flow::Close
         }
     }
 
