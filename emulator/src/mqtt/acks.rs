@@ -7,6 +7,7 @@
 //! whatever is queued as one transaction) instead of costing one fsync each. A PUBACK still means
 //! "on disk": a client that saw it finds the message after a restart, even after a kill -9.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rumqttc::mqttbytes::v4::{Packet, PubAck};
@@ -30,6 +31,8 @@ struct Ack {
 /// The sending side, held by the connection's reading task.
 pub(super) struct Acks {
     queue: mpsc::Sender<Ack>,
+    /// The commit point of the last telemetry PUBACK queued.
+    last_point: AtomicU64,
 }
 
 impl Acks {
@@ -38,19 +41,22 @@ impl Acks {
     pub(super) fn start(hub: Arc<Hub>, outbound: mpsc::Sender<Packet>, close: Arc<watch::Sender<bool>>) -> Acks {
         let (queue, pending) = mpsc::channel(CAPACITY);
         tokio::spawn(run(hub, pending, outbound, close));
-        Acks { queue }
+        Acks { queue, last_point: AtomicU64::new(0) }
     }
 
     /// Queues the PUBACK of `pkid` to go once the store reached `point`. False when the
     /// connection is closing (or the client left a full queue unread for `STALL_TIMEOUT`).
     pub(super) async fn after_commit(&self, pkid: u16, point: u64) -> bool {
+        self.last_point.store(point, Ordering::Relaxed);
         self.push(Ack { pkid, point, queued: None }).await
     }
 
-    /// Like `after_commit`, and returns once the PUBACK is queued to the client: a twin request's
-    /// PUBACK goes out before its answer and after the PUBACKs of earlier PUBLISHes.
-    pub(super) async fn in_order(&self, pkid: u16, point: u64) -> bool {
+    /// Queues the PUBACK of a PUBLISH that stored nothing (a twin request) after those of the
+    /// earlier PUBLISHes, and returns once it is queued to the client, so it goes out before the
+    /// request's answer. It waits for no commit of its own.
+    pub(super) async fn in_order(&self, pkid: u16) -> bool {
         let (tx, rx) = oneshot::channel();
+        let point = self.last_point.load(Ordering::Relaxed);
         self.push(Ack { pkid, point, queued: Some(tx) }).await && rx.await.is_ok()
     }
 
