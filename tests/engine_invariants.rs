@@ -268,7 +268,8 @@ async fn queues_are_bounded_by_count_and_bytes() {
     .unwrap();
     by_count.connect().await.unwrap();
     proxy.stall();
-    let accepted: Vec<_> = (0..BOUND).map(|i| by_count.send_message_pipelined(&Message::new(format!("n-{i}")))).collect();
+    let accepted: Vec<_> =
+        (0..BOUND).map(|i| by_count.send_message_pipelined(&Message::new(format!("n-{i}")))).collect();
     refused_at_once(by_count.send_message_pipelined(&Message::new("n-refused")), "max_queued_messages").await;
     assert!(env.events("bound-n", 0, 0).await.is_empty(), "the held link delivered nothing");
     proxy.heal();

@@ -65,7 +65,8 @@ impl Service {
 
     /// Registers `device_id`; MQTT options that connect as it (SAS token).
     async fn new_device(&self, device_id: &str) -> rumqttc::MqttOptions {
-        let (status, device) = self.call(reqwest::Method::PUT, &format!("/devices/{device_id}"), Some(json!({}))).await.unwrap();
+        let path = format!("/devices/{device_id}");
+        let (status, device) = self.call(reqwest::Method::PUT, &path, Some(json!({}))).await.unwrap();
         assert_eq!(status, 200);
         let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned();
         let resource = ironhub_protocol::sas::device_resource("localhost", device_id, None);
@@ -75,7 +76,8 @@ impl Service {
 
     /// The numbers `device_id`'s recorded telemetry carries as bodies.
     async fn telemetry_numbers(&self, device_id: &str) -> std::collections::HashSet<i64> {
-        let (_, events) = self.call(reqwest::Method::GET, &format!("/emulator/events?deviceId={device_id}"), None).await.unwrap();
+        let path = format!("/emulator/events?deviceId={device_id}");
+        let (_, events) = self.call(reqwest::Method::GET, &path, None).await.unwrap();
         events["events"]
             .as_array()
             .unwrap()
@@ -228,7 +230,8 @@ async fn kill_9_while_pipelining_loses_no_acknowledged_message() {
     let mut second = Running::start(&dir);
     let bodies = second.service.telemetry_numbers("piped").await;
     let lost: Vec<i64> = (0..acked).filter(|n| !bodies.contains(n)).collect();
-    assert!(lost.is_empty(), "{} of {acked} PUBACKed messages are gone, e.g. {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    let some = &lost[..lost.len().min(10)];
+    assert!(lost.is_empty(), "{} of {acked} PUBACKed messages are gone, e.g. {some:?}", lost.len());
     second.child.kill().unwrap();
     second.child.wait().unwrap();
     std::fs::remove_dir_all(dir).unwrap();

@@ -32,13 +32,15 @@ struct HeldLinks {
 
 impl HeldLinks {
     fn new() -> HeldLinks {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("proxy runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("proxy runtime");
         HeldLinks { runtime, proxies: Mutex::new(HashMap::new()) }
     }
 
     /// Starts the proxy of `device`'s runs; returns its port.
     fn start(&self, device: &str, mqtt_port: u16) -> u16 {
-        let proxy = self.runtime.block_on(FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], mqtt_port)))).expect("fault proxy");
+        let upstream = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
+        let proxy = self.runtime.block_on(FaultProxy::start(upstream)).expect("fault proxy");
         let port = proxy.port();
         self.proxies.lock().unwrap().insert(device.to_string(), proxy);
         port

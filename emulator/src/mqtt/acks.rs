@@ -65,7 +65,12 @@ impl Acks {
     }
 }
 
-async fn run(hub: Arc<Hub>, mut pending: mpsc::Receiver<Ack>, outbound: mpsc::Sender<Packet>, close: Arc<watch::Sender<bool>>) {
+async fn run(
+    hub: Arc<Hub>,
+    mut pending: mpsc::Receiver<Ack>,
+    outbound: mpsc::Sender<Packet>,
+    close: Arc<watch::Sender<bool>>,
+) {
     while let Some(ack) = pending.recv().await {
         // At once when an earlier wait already covered this point (the common case in a burst).
         hub.flushed_through(ack.point).await;
