@@ -26,20 +26,22 @@ fn via_port(connection_string: &str, port: u16) -> String {
         .join(";")
 }
 
-/// A service client that reaches the emulator's HTTPS port through a fault proxy.
-async fn service_through_proxy(env: &common::Env, timeout: Duration) -> (ServiceClient, FaultProxy) {
+/// An emulator with `device`, and a service client that reaches its HTTPS port through a fault
+/// proxy, each call bounded by `timeout`.
+async fn service_through_proxy(device: &str, timeout: Duration) -> (common::Env, ServiceClient, FaultProxy) {
+    let env = common::start().await;
+    env.device(device);
     let upstream: SocketAddr = ([127, 0, 0, 1], env.emu.https_port()).into();
     let proxy = FaultProxy::start(upstream).await.unwrap();
     let cs = via_port(env.emu.service_connection_string(), proxy.port());
     let options = ServiceOptions { ca_pem: Some(env.emu.ca_pem().to_string()), timeout };
-    (ServiceClient::from_connection_string(&cs, options).unwrap(), proxy)
+    let service = ServiceClient::from_connection_string(&cs, options).unwrap();
+    (env, service, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_calls_share_one_kept_alive_connection() {
-    let env = common::start().await;
-    env.device("reused");
-    let (service, proxy) = service_through_proxy(&env, Duration::from_secs(10)).await;
+    let (_env, service, proxy) = service_through_proxy("reused", Duration::from_secs(10)).await;
     for _ in 0..5 {
         let twin = service.get_twin("reused", None).await.expect("get_twin");
         assert_eq!(twin["deviceId"], "reused");
@@ -49,9 +51,7 @@ async fn service_calls_share_one_kept_alive_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_while_idle_is_replaced_without_failing_the_call() {
-    let env = common::start().await;
-    env.device("replaced");
-    let (service, proxy) = service_through_proxy(&env, Duration::from_secs(10)).await;
+    let (_env, service, proxy) = service_through_proxy("replaced", Duration::from_secs(10)).await;
     service.get_twin("replaced", None).await.expect("first call");
     for (round, how) in [Cut::Fin, Cut::Reset].into_iter().enumerate() {
         proxy.cut(how);
@@ -66,9 +66,7 @@ async fn a_connection_closed_while_idle_is_replaced_without_failing_the_call() {
 /// The proxy swallows everything: no TLS handshake completes, the call fails at its bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_link_fails_the_call_within_its_bound() {
-    let env = common::start().await;
-    env.device("silent");
-    let (service, proxy) = service_through_proxy(&env, Duration::from_millis(800)).await;
+    let (_env, service, proxy) = service_through_proxy("silent", Duration::from_millis(800)).await;
     proxy.black_hole();
     let started = Instant::now();
     let e = service.get_twin("silent", None).await.unwrap_err();
@@ -82,9 +80,7 @@ async fn a_silent_link_fails_the_call_within_its_bound() {
 /// bound; once the path works again, the following call goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_kept_alive_connection_fails_the_call_within_its_bound() {
-    let env = common::start().await;
-    env.device("stalled");
-    let (service, proxy) = service_through_proxy(&env, Duration::from_millis(800)).await;
+    let (_env, service, proxy) = service_through_proxy("stalled", Duration::from_millis(800)).await;
     service.get_twin("stalled", None).await.expect("first call");
     proxy.stall();
     let started = Instant::now();
