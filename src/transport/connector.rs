@@ -63,12 +63,45 @@ fn io(e: impl std::fmt::Display) -> ConnectFailure {
 /// `poll_write_vectored` to its default makes rustls use them.
 pub(crate) struct Tcp(TcpStream);
 
+thread_local! {
+    /// This thread is a sync caller reading its PUBACK (`reader::LinkReader`): `Tcp` reads the
+    /// socket directly instead of waiting for the runtime's reactor to report it readable.
+    static DIRECT_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a poll of a TLS read on this thread) with direct socket reads: a caller spinning for
+/// its PUBACK must see the bytes as soon as the kernel has them, not after a runtime worker has
+/// woken from epoll to mark the socket readable (the wake-up the spin is there to avoid).
+pub(crate) fn direct_read<T>(f: impl FnOnce() -> T) -> T {
+    DIRECT_READ.with(|d| d.set(true));
+    let r = f();
+    DIRECT_READ.with(|d| d.set(false));
+    r
+}
+
 impl tokio::io::AsyncRead for Tcp {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if DIRECT_READ.with(|d| d.get()) {
+            use std::io::Read;
+            // The socket is non-blocking (tokio's): WouldBlock falls through to tokio's read,
+            // which registers the waker (the loop's) for readiness.
+            let sock = socket2::SockRef::from(&self.0);
+            loop {
+                match (&*sock).read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }

@@ -1,0 +1,352 @@
+//! The input side of one MQTT link over TLS: the read half and the bytes read from the hub not yet
+//! parsed, shared by the network loop and the thread of a blocking sync sender.
+//!
+//! Why shared: a sync send waiting for its PUBACK used to cost two wake-ups from idle (the PUBACK
+//! woke a runtime worker, whose loop then unparked the caller). Now the caller that wrote the only
+//! publish in flight (`writer::LinkWriter::write_now`) may read its PUBACK itself, from its own
+//! thread, while it waits (`runtime::wait` → `Assist::spin`): it re-polls the socket for a short,
+//! adaptive budget before it parks.
+//!
+//! Rules (the loop owns the connection; a caller only helps):
+//! - Everything read goes into `rbuf` and is parsed from its front, under `state`'s lock, by whoever
+//!   holds it: no byte is lost or parsed twice, and packets are handled in wire order.
+//! - A caller parses only PUBACKs (`Link::on_puback`). Anything else at the front (PUBLISH, SUBACK,
+//!   PINGRESP, a malformed packet) and any end of the stream (EOF, a read error, kept in `end`) is
+//!   left for the loop, which the caller wakes: the loop handles it exactly as if it had read it.
+//! - A caller polls the socket with the loop's waker, so readiness always wakes the loop (never a
+//!   caller that has gone), and only `try_lock`s: it never waits for the loop.
+//! - Reads by callers count for the keep-alive watchdog (`last_rx`).
+//!
+//! Lock order: `LinkReader::state`, then `Link::tracker`, then `LinkWriter::state` (a caller calls
+//! `on_puback` under `state`; the loop never takes `state` while holding the others).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use rumqttc::mqttbytes::v4::Packet;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use super::connector::{TlsReadHalf, READ_CHUNK};
+use super::mqtt::{Link, MAX_INCOMING_PACKET};
+
+/// First byte and length of every PUBACK (MQTT 3.1.1 §3.4).
+const PUBACK: (u8, usize) = (0x40, 4);
+/// Longest a caller spins for its PUBACK before it parks: beyond this a wake-up is cheaper.
+const SPIN_CAP: Duration = Duration::from_micros(100);
+/// Round trips remembered for the spin budget.
+const SAMPLES: usize = 16;
+
+pub(crate) struct LinkReader {
+    state: Mutex<State>,
+    /// When something was last read from the hub (µs since `epoch`), by the loop or a caller.
+    last_rx: AtomicU64,
+    epoch: Instant,
+    /// Recent sync round trips (write to outcome seen by the caller), for the spin budget.
+    rtts: Mutex<Rtts>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The TLS read half while a TLS connection is up; `None` for WebSocket connections (the loop
+    /// reads those itself) and between connections.
+    half: Option<TlsReadHalf>,
+    /// Bytes read from the hub not yet parsed into packets.
+    rbuf: BytesMut,
+    /// EOF (`Ok(0)`) or a read error seen by a caller, for the loop to handle.
+    end: Option<io::Result<usize>>,
+    /// The loop's task waker: callers poll the socket with it, and wake it when they leave work.
+    loop_waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct Rtts {
+    us: [u32; SAMPLES],
+    len: usize,
+    next: usize,
+}
+
+impl Rtts {
+    fn push(&mut self, rtt: Duration) {
+        self.us[self.next] = rtt.as_micros().min(u32::MAX as u128) as u32;
+        self.next = (self.next + 1) % SAMPLES;
+        self.len = (self.len + 1).min(SAMPLES);
+    }
+
+    fn median(&self) -> Option<Duration> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut s = self.us;
+        let s = &mut s[..self.len];
+        s.sort_unstable();
+        Some(Duration::from_micros(s[self.len / 2] as u64))
+    }
+}
+
+/// How long to spin for the next PUBACK: about twice the recent round trip, when that is short
+/// enough to pay (a loaded machine or a slow hub turns the spin off; it turns itself back on when
+/// the parked round trips get short again). No history yet: one probe at the cap.
+fn spin_budget(median: Option<Duration>) -> Duration {
+    match median {
+        None => SPIN_CAP,
+        Some(m) if m > SPIN_CAP => Duration::ZERO,
+        Some(m) => (2 * m).min(SPIN_CAP),
+    }
+}
+
+/// What one attempt by a caller did.
+#[derive(Debug, PartialEq, Eq)]
+enum Helped {
+    /// Read what there was (PUBACKs handled); nothing more is available now.
+    Drained,
+    /// Left something for the loop (and woke it), or there is no connection to read.
+    Stop,
+    /// The loop (or another caller) holds the reader.
+    Busy,
+}
+
+/// What is at the front of the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Front {
+    Incomplete,
+    /// A well-formed PUBACK: the only packet a caller parses.
+    PubAck,
+    /// Any other complete packet, or a malformed or oversized one: left for the loop (which
+    /// reports it). A packet that only looks like a PUBACK is left too, because parsing consumes
+    /// its bytes even when it fails.
+    Other,
+}
+
+fn front(buf: &BytesMut) -> Front {
+    match rumqttc::mqttbytes::check(buf.iter(), MAX_INCOMING_PACKET) {
+        Ok(h) if (buf[0], h.frame_length()) == PUBACK => Front::PubAck,
+        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Front::Incomplete,
+        _ => Front::Other,
+    }
+}
+
+impl LinkReader {
+    pub fn new() -> LinkReader {
+        LinkReader { state: Mutex::default(), last_rx: AtomicU64::new(0), epoch: Instant::now(), rtts: Mutex::default() }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn mark_rx(&self) {
+        let us = self.epoch.elapsed().as_micros() as u64;
+        self.last_rx.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// When the hub was last heard from, by the loop or a caller.
+    pub fn last_rx(&self) -> Instant {
+        self.epoch + Duration::from_micros(self.last_rx.load(Ordering::Relaxed))
+    }
+
+    /// A TLS connection is up: its read half is shared from now on, starting with the bytes the
+    /// hub sent after its CONNACK.
+    pub fn attach(&self, half: TlsReadHalf, rest: BytesMut) {
+        let mut st = self.state();
+        *st = State { half: Some(half), rbuf: rest, end: None, loop_waker: st.loop_waker.take() };
+        drop(st);
+        self.mark_rx();
+    }
+
+    /// The connection ends: the read half and whatever was read and not parsed go with it.
+    pub fn detach(&self) -> Option<TlsReadHalf> {
+        let mut st = self.state();
+        st.rbuf = BytesMut::new();
+        st.end = None;
+        st.half.take()
+    }
+
+    /// The loop's read: ready when there is something to handle (a complete packet a caller left,
+    /// an end a caller saw, or new bytes); `Ok(0)` is EOF. Registers the loop's waker for callers.
+    pub fn poll_read(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut st = self.state();
+        if !st.loop_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.loop_waker = Some(cx.waker().clone());
+        }
+        if let Some(end) = st.end.take() {
+            return Poll::Ready(end);
+        }
+        if front(&st.rbuf) != Front::Incomplete {
+            return Poll::Ready(Ok(st.rbuf.len()));
+        }
+        let State { half, rbuf, .. } = &mut *st;
+        let Some(half) = half.as_mut() else { return Poll::Pending };
+        rbuf.reserve(READ_CHUNK);
+        let r = pin!(half.read_buf(rbuf)).poll(cx);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            drop(st);
+            self.mark_rx();
+        }
+        r
+    }
+
+    /// The next complete packet in the buffer, for the loop (`Ok(None)`: none complete).
+    pub fn next_packet(&self) -> Result<Option<Packet>, rumqttc::mqttbytes::Error> {
+        let mut st = self.state();
+        let r = match Packet::read(&mut st.rbuf, MAX_INCOMING_PACKET) {
+            Ok(p) => Ok(Some(p)),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        // Everything consumed: give the buffer back (an idle client then holds no read buffer,
+        // and a large packet's growth is not kept); the next read takes a fresh READ_CHUNK.
+        if st.rbuf.is_empty() {
+            st.rbuf = BytesMut::new();
+        }
+        r
+    }
+
+    /// A caller's attempt: handles the PUBACKs at the front of the buffer, reading (without
+    /// blocking) while there may be more; stops at anything else and wakes the loop for it.
+    fn help(&self, link: &Link) -> Helped {
+        let mut st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Helped::Busy,
+        };
+        let Some(waker) = st.loop_waker.clone() else { return Helped::Stop };
+        if st.end.is_some() || st.half.is_none() {
+            return Helped::Stop;
+        }
+        loop {
+            match front(&st.rbuf) {
+                Front::PubAck => {
+                    // Checked well-formed: the packet id is its last two bytes.
+                    let pkid = u16::from_be_bytes([st.rbuf[2], st.rbuf[3]]);
+                    st.rbuf.advance(PUBACK.1);
+                    link.on_puback(pkid);
+                    continue;
+                }
+                Front::Other => {
+                    waker.wake_by_ref();
+                    return Helped::Stop;
+                }
+                Front::Incomplete => {}
+            }
+            let State { half, rbuf, end, .. } = &mut *st;
+            let Some(half) = half.as_mut() else { return Helped::Stop };
+            rbuf.reserve(READ_CHUNK);
+            let mut cx = Context::from_waker(&waker);
+            let r = super::connector::direct_read(|| pin!(half.read_buf(rbuf)).poll(&mut cx));
+            match r {
+                Poll::Pending => return Helped::Drained,
+                Poll::Ready(Ok(n)) if n > 0 => self.mark_rx(),
+                Poll::Ready(r) => {
+                    *end = Some(r);
+                    waker.wake_by_ref();
+                    return Helped::Stop;
+                }
+            }
+        }
+    }
+
+    fn record(&self, rtt: Duration) {
+        if let Ok(mut r) = self.rtts.try_lock() {
+            r.push(rtt);
+        }
+    }
+
+    fn budget(&self) -> Duration {
+        spin_budget(self.rtts.lock().unwrap_or_else(|p| p.into_inner()).median())
+    }
+}
+
+thread_local! {
+    /// This thread is polling a send inside `runtime::wait` (a blocking caller, not a task).
+    static WAITING: Cell<bool> = const { Cell::new(false) };
+    /// The link on which this thread just wrote the only publish in flight.
+    static OFFERED: RefCell<Option<Arc<Link>>> = const { RefCell::new(None) };
+}
+
+/// Called by a caller that wrote the only publish in flight from its own thread: if it is a
+/// blocking caller, it may read the PUBACK itself while it waits.
+pub(crate) fn offer(link: &Arc<Link>) {
+    if WAITING.with(Cell::get) {
+        OFFERED.with(|o| *o.borrow_mut() = Some(link.clone()));
+    }
+}
+
+/// A blocking caller helping its link's loop while it waits for its send's outcome.
+pub(crate) struct Assist {
+    link: Arc<Link>,
+    since: Instant,
+}
+
+impl Assist {
+    /// Polls `fut` once as a blocking caller; returns the assist the poll offered, if any.
+    pub fn poll_offered<F: Future>(fut: std::pin::Pin<&mut F>, cx: &mut Context<'_>) -> (Poll<F::Output>, Option<Assist>) {
+        WAITING.with(|w| w.set(true));
+        let r = fut.poll(cx);
+        WAITING.with(|w| w.set(false));
+        let link = OFFERED.with(|o| o.borrow_mut().take());
+        (r, link.map(|link| Assist { link, since: Instant::now() }))
+    }
+
+    /// Reads the link for the send's PUBACK until `done` says the outcome is in, the budget is
+    /// spent, or the loop must take over; the caller then parks as usual.
+    pub fn spin(&self, done: impl Fn() -> bool) {
+        let budget = self.link.reader.budget();
+        if budget.is_zero() {
+            return;
+        }
+        let until = self.since + budget;
+        loop {
+            if self.link.reader.help(&self.link) == Helped::Stop || done() || Instant::now() >= until {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The outcome was seen: remember how long the round trip took.
+    pub fn finish(self) {
+        self.link.reader.record(self.since.elapsed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spin_budget_follows_recent_round_trips_and_turns_off_when_they_are_long() {
+        let mut r = Rtts::default();
+        assert_eq!(spin_budget(r.median()), SPIN_CAP, "no history: one probe at the cap");
+        for _ in 0..SAMPLES {
+            r.push(Duration::from_micros(30));
+        }
+        assert_eq!(spin_budget(r.median()), Duration::from_micros(60));
+        for _ in 0..SAMPLES / 2 + 1 {
+            r.push(Duration::from_micros(400));
+        }
+        assert_eq!(spin_budget(r.median()), Duration::ZERO, "a loaded host pays no CPU for spinning");
+        for _ in 0..SAMPLES / 2 + 1 {
+            r.push(Duration::from_micros(70));
+        }
+        assert_eq!(spin_budget(r.median()), SPIN_CAP, "parked round trips got short again: back on");
+    }
+
+    #[test]
+    fn callers_take_only_complete_well_formed_pubacks() {
+        let f = |b: &[u8]| front(&BytesMut::from(b));
+        assert_eq!(f(&[0x40, 2, 0]), Front::Incomplete, "a PUBACK missing a byte");
+        assert_eq!(f(&[0x40, 2, 0, 1, 0x40]), Front::PubAck);
+        assert_eq!(f(&[0xd0, 0]), Front::Other, "PINGRESP");
+        assert_eq!(f(&[0x40, 3, 0, 1, 0]), Front::Other, "a PUBACK of the wrong length is the loop's");
+        assert_eq!(f(&[0x41, 2, 0, 1]), Front::Other, "reserved flags set");
+        assert_eq!(f(&[0x40, 0xff, 0xff, 0xff, 0xff, 0xff]), Front::Other, "malformed length");
+    }
+}
