@@ -18,6 +18,32 @@ use crate::options::ClientOptions;
 use crate::runtime::block_on;
 use crate::Identity;
 
+/// How a blocking send waits for its PUBACK after writing the only publish in flight from its own
+/// thread (`docs/architecture.md`, "The sync caller reads its own PUBACK").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncWait {
+    /// The way that has been quickest lately on that connection (the default).
+    Adaptive,
+    /// Park at once; the network loop reads the PUBACK and wakes the thread.
+    Park,
+    /// Re-read the socket for a short budget, then park.
+    Spin,
+    /// Block in ppoll(2) on the socket, then park.
+    Poll,
+}
+
+/// Sets how this thread's blocking sends wait for their PUBACK (a tuning and diagnostic knob;
+/// `IRONHUB_SYNC_WAIT=park|spin|poll` sets the process default).
+pub fn set_sync_wait(wait: SyncWait) {
+    use crate::transport::reader::{force_mode, Mode};
+    force_mode(match wait {
+        SyncWait::Adaptive => None,
+        SyncWait::Park => Some(Mode::Park),
+        SyncWait::Spin => Some(Mode::Spin),
+        SyncWait::Poll => Some(Mode::Poll),
+    });
+}
+
 /// Blocking device/module client (cheap to clone; clones are the same client).
 #[derive(Clone, Debug)]
 pub struct Client {

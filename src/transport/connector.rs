@@ -3,6 +3,7 @@
 //! and the hub's CONNACK. The result is a [`Stream`] the loop owns, so it can end every connection
 //! with an MQTT DISCONNECT and a TLS `close_notify`.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -169,11 +170,15 @@ impl Stream {
         }
     }
 
-    /// A TLS stream split into its read half (kept by the network loop) and its write half
-    /// (shared with callers: `writer::LinkWriter`); a WebSocket stream is given back whole.
-    pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf), Stream> {
+    /// A TLS stream split into its read half (`reader::LinkReader`), its write half
+    /// (`writer::LinkWriter`) and its socket's descriptor; a WebSocket stream is given back whole.
+    pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf, RawFd), Stream> {
         match self {
-            Stream::Tls(s) => Ok(tokio::io::split(*s)),
+            Stream::Tls(s) => {
+                let fd = s.get_ref().0 .0.as_raw_fd();
+                let (r, w) = tokio::io::split(*s);
+                Ok((r, w, fd))
+            }
             #[cfg(feature = "websocket")]
             ws @ Stream::Ws(_) => Err(ws),
         }

@@ -920,9 +920,9 @@ impl NetworkLoop {
                     match r {
                         Some(Ok((stream, rest))) => {
                             self.conn = Some(match stream.split() {
-                                Ok((read, write)) => {
+                                Ok((read, write, fd)) => {
                                     self.link.writer.attach(write);
-                                    self.link.reader.attach(read, rest);
+                                    self.link.reader.attach(read, fd, rest);
                                     Conn::Split
                                 }
                                 Err(whole) => {

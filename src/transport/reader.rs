@@ -24,7 +24,8 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -36,6 +37,7 @@ use tokio::time::Instant;
 
 use super::connector::{TlsReadHalf, READ_CHUNK};
 use super::mqtt::{Link, MAX_INCOMING_PACKET};
+use crate::runtime::ThreadWaker;
 
 /// First byte and length of every PUBACK (MQTT 3.1.1 §3.4).
 const PUBACK: (u8, usize) = (0x40, 4);
@@ -49,8 +51,10 @@ pub(crate) struct LinkReader {
     /// When something was last read from the hub (µs since `epoch`), by the loop or a caller.
     last_rx: AtomicU64,
     epoch: Instant,
-    /// Recent sync round trips (write to outcome seen by the caller), for the spin budget.
-    rtts: Mutex<Rtts>,
+    /// The socket's descriptor while a TLS connection is up (-1 otherwise), for `Mode::Poll`.
+    fd: AtomicI32,
+    /// How blocking callers have been waiting, and how long it took.
+    waits: Mutex<Waits>,
 }
 
 #[derive(Default)]
@@ -66,7 +70,7 @@ struct State {
     loop_waker: Option<Waker>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Rtts {
     us: [u32; SAMPLES],
     len: usize,
@@ -81,7 +85,7 @@ impl Rtts {
     }
 
     fn median(&self) -> Option<Duration> {
-        if self.len == 0 {
+        if self.len < MIN_SAMPLES {
             return None;
         }
         let mut s = self.us;
@@ -91,14 +95,59 @@ impl Rtts {
     }
 }
 
-/// How long to spin for the next PUBACK: about twice the recent round trip, when that is short
-/// enough to pay (a loaded machine or a slow hub turns the spin off; it turns itself back on when
-/// the parked round trips get short again). No history yet: one probe at the cap.
-fn spin_budget(median: Option<Duration>) -> Duration {
-    match median {
-        None => SPIN_CAP,
-        Some(m) if m > SPIN_CAP => Duration::ZERO,
-        Some(m) => (2 * m).min(SPIN_CAP),
+/// How a blocking caller waits for the PUBACK of the publish it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Park at once; the loop reads the PUBACK and unparks the caller (two wake-ups from idle).
+    Park = 0,
+    /// Re-read the socket for a short budget, then park: no wake-up when the PUBACK comes in
+    /// time, a core's worth of CPU meanwhile.
+    Spin = 1,
+    /// Block in ppoll(2) on the socket and the thread's eventfd: the kernel wakes the caller
+    /// itself when the PUBACK arrives (one wake-up), little CPU.
+    Poll = 2,
+}
+
+const MODES: [Mode; 3] = [Mode::Park, Mode::Spin, Mode::Poll];
+/// One send in this many tries a mode other than the best, so every mode's figure stays current.
+const EXPLORE_EVERY: u32 = 16;
+/// Samples a mode needs before its median counts.
+const MIN_SAMPLES: usize = 3;
+
+/// Recent round trips (write to outcome seen by the caller) of each mode on one link: each send
+/// waits the way that has been quickest lately. A spin must beat the best of the others by 10 %
+/// to be chosen (it costs a core while it lasts), so a loaded host, where a spinning caller takes
+/// the CPU the hub and the loop need, turns it off by itself; it comes back when it pays again.
+#[derive(Default)]
+struct Waits {
+    rtts: [Rtts; 3],
+    sends: u32,
+}
+
+impl Waits {
+    fn choose(&mut self) -> Mode {
+        self.sends = self.sends.wrapping_add(1);
+        if let Some(m) = MODES.into_iter().find(|m| self.rtts[*m as usize].len < MIN_SAMPLES) {
+            return m; // not measured yet
+        }
+        if self.sends % EXPLORE_EVERY == 0 {
+            return MODES[(self.sends / EXPLORE_EVERY) as usize % MODES.len()];
+        }
+        let median = |m: Mode| self.rtts[m as usize].median().unwrap_or(Duration::MAX);
+        let calm = if median(Mode::Poll) < median(Mode::Park) { Mode::Poll } else { Mode::Park };
+        if median(Mode::Spin).mul_f64(1.1) < median(calm) {
+            Mode::Spin
+        } else {
+            calm
+        }
+    }
+
+    /// How long a spin may last: about twice the recent spun round trip, at most `SPIN_CAP`.
+    fn spin_budget(&self) -> Duration {
+        match self.rtts[Mode::Spin as usize].median() {
+            Some(m) => (2 * m).min(SPIN_CAP),
+            None => SPIN_CAP,
+        }
     }
 }
 
@@ -135,7 +184,13 @@ fn front(buf: &BytesMut) -> Front {
 
 impl LinkReader {
     pub fn new() -> LinkReader {
-        LinkReader { state: Mutex::default(), last_rx: AtomicU64::new(0), epoch: Instant::now(), rtts: Mutex::default() }
+        LinkReader {
+            state: Mutex::default(),
+            last_rx: AtomicU64::new(0),
+            epoch: Instant::now(),
+            fd: AtomicI32::new(-1),
+            waits: Mutex::default(),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -154,9 +209,10 @@ impl LinkReader {
 
     /// A TLS connection is up: its read half is shared from now on, starting with the bytes the
     /// hub sent after its CONNACK.
-    pub fn attach(&self, half: TlsReadHalf, rest: BytesMut) {
+    pub fn attach(&self, half: TlsReadHalf, fd: RawFd, rest: BytesMut) {
         let mut st = self.state();
         *st = State { half: Some(half), rbuf: rest, end: None, loop_waker: st.loop_waker.take() };
+        self.fd.store(fd, Ordering::Release);
         drop(st);
         self.mark_rx();
     }
@@ -164,6 +220,7 @@ impl LinkReader {
     /// The connection ends: the read half and whatever was read and not parsed go with it.
     pub fn detach(&self) -> Option<TlsReadHalf> {
         let mut st = self.state();
+        self.fd.store(-1, Ordering::Release);
         st.rbuf = BytesMut::new();
         st.end = None;
         st.half.take()
@@ -176,11 +233,12 @@ impl LinkReader {
         if !st.loop_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             st.loop_waker = Some(cx.waker().clone());
         }
-        if let Some(end) = st.end.take() {
-            return Poll::Ready(end);
-        }
+        // Packets a caller left come before the end it saw after them.
         if front(&st.rbuf) != Front::Incomplete {
             return Poll::Ready(Ok(st.rbuf.len()));
+        }
+        if let Some(end) = st.end.take() {
+            return Poll::Ready(end);
         }
         let State { half, rbuf, .. } = &mut *st;
         let Some(half) = half.as_mut() else { return Poll::Pending };
@@ -253,14 +311,8 @@ impl LinkReader {
         }
     }
 
-    fn record(&self, rtt: Duration) {
-        if let Ok(mut r) = self.rtts.try_lock() {
-            r.push(rtt);
-        }
-    }
-
-    fn budget(&self) -> Duration {
-        spin_budget(self.rtts.lock().unwrap_or_else(|p| p.into_inner()).median())
+    fn waits(&self) -> MutexGuard<'_, Waits> {
+        self.waits.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -283,6 +335,7 @@ pub(crate) fn offer(link: &Arc<Link>) {
 pub(crate) struct Assist {
     link: Arc<Link>,
     since: Instant,
+    mode: Mode,
 }
 
 impl Assist {
@@ -292,51 +345,112 @@ impl Assist {
         let r = fut.poll(cx);
         WAITING.with(|w| w.set(false));
         let link = OFFERED.with(|o| o.borrow_mut().take());
-        (r, link.map(|link| Assist { link, since: Instant::now() }))
+        (r, link.map(|link| Assist { mode: forced().unwrap_or_else(|| link.reader.waits().choose()), link, since: Instant::now() }))
     }
 
-    /// Reads the link for the send's PUBACK until `done` says the outcome is in, the budget is
-    /// spent, or the loop must take over; the caller then parks as usual.
-    pub fn spin(&self, done: impl Fn() -> bool) {
-        let budget = self.link.reader.budget();
-        if budget.is_zero() {
-            return;
-        }
-        let until = self.since + budget;
-        loop {
-            if self.link.reader.help(&self.link) == Helped::Stop || done() || Instant::now() >= until {
-                return;
+    /// Waits for the send's PUBACK the chosen way until `waker` says the outcome is in, or the
+    /// loop must take over, or the mode gives up; the caller then parks as usual.
+    pub fn wait(&self, waker: &ThreadWaker) {
+        let reader = &self.link.reader;
+        match self.mode {
+            Mode::Park => {}
+            Mode::Spin => {
+                let until = self.since + reader.waits().spin_budget();
+                while reader.help(&self.link) != Helped::Stop && !waker.is_woken() && Instant::now() < until {
+                    std::hint::spin_loop();
+                }
             }
-            std::hint::spin_loop();
+            Mode::Poll => {
+                let until = self.since + POLL_CAP;
+                while reader.help(&self.link) != Helped::Stop && !waker.is_woken() {
+                    let fd = reader.fd.load(Ordering::Acquire);
+                    let left = until.saturating_duration_since(Instant::now());
+                    if fd < 0 || left.is_zero() || !waker.wait_readable(fd, left) {
+                        return;
+                    }
+                }
+            }
         }
     }
 
-    /// The outcome was seen: remember how long the round trip took.
+    /// The outcome was seen: remember how long this way of waiting took.
     pub fn finish(self) {
-        self.link.reader.record(self.since.elapsed());
+        if let Ok(mut w) = self.link.reader.waits.try_lock() {
+            w.rtts[self.mode as usize].push(self.since.elapsed());
+        }
     }
 }
+
+thread_local! {
+    /// How this thread's blocking sends wait, when forced (`blocking::set_sync_wait`).
+    static FORCED: Cell<Option<Option<Mode>>> = const { Cell::new(None) };
+}
+
+/// Forces how this thread's blocking sends wait (`None`: chosen by round trips), overriding the
+/// process default.
+pub(crate) fn force_mode(mode: Option<Mode>) {
+    FORCED.with(|f| f.set(Some(mode)));
+}
+
+/// The forced mode of this thread, else the process default: `IRONHUB_SYNC_WAIT=park|spin|poll`
+/// (read once; anything else: chosen by round trips).
+fn forced() -> Option<Mode> {
+    static DEFAULT: std::sync::OnceLock<Option<Mode>> = std::sync::OnceLock::new();
+    FORCED.with(Cell::get).unwrap_or_else(|| {
+        *DEFAULT.get_or_init(|| match std::env::var("IRONHUB_SYNC_WAIT").as_deref() {
+            Ok("park") => Some(Mode::Park),
+            Ok("spin") => Some(Mode::Spin),
+            Ok("poll") => Some(Mode::Poll),
+            _ => None,
+        })
+    })
+}
+
+/// Longest a caller blocks in ppoll(2) before it parks (a round trip that long is no longer one a
+/// wake-up matters for; it also bounds a wait on a descriptor the loop closed meanwhile).
+const POLL_CAP: Duration = Duration::from_millis(5);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn fill(w: &mut Waits, m: Mode, us: u64, n: usize) {
+        for _ in 0..n {
+            w.rtts[m as usize].push(Duration::from_micros(us));
+        }
+    }
+
+    fn chosen(w: &mut Waits, n: u32) -> [usize; 3] {
+        let mut c = [0; 3];
+        for _ in 0..n {
+            c[w.choose() as usize] += 1;
+        }
+        c
+    }
+
     #[test]
-    fn the_spin_budget_follows_recent_round_trips_and_turns_off_when_they_are_long() {
-        let mut r = Rtts::default();
-        assert_eq!(spin_budget(r.median()), SPIN_CAP, "no history: one probe at the cap");
-        for _ in 0..SAMPLES {
-            r.push(Duration::from_micros(30));
-        }
-        assert_eq!(spin_budget(r.median()), Duration::from_micros(60));
-        for _ in 0..SAMPLES / 2 + 1 {
-            r.push(Duration::from_micros(400));
-        }
-        assert_eq!(spin_budget(r.median()), Duration::ZERO, "a loaded host pays no CPU for spinning");
-        for _ in 0..SAMPLES / 2 + 1 {
-            r.push(Duration::from_micros(70));
-        }
-        assert_eq!(spin_budget(r.median()), SPIN_CAP, "parked round trips got short again: back on");
+    fn each_send_waits_the_way_that_was_quickest_and_the_others_are_retried() {
+        let mut w = Waits::default();
+        let first: Vec<Mode> = (0..3 * MIN_SAMPLES).map(|_| w.choose()).collect();
+        assert!(first.iter().all(|m| *m == Mode::Park), "unmeasured modes are measured first");
+        fill(&mut w, Mode::Park, 30, SAMPLES);
+        fill(&mut w, Mode::Spin, 22, SAMPLES);
+        fill(&mut w, Mode::Poll, 26, SAMPLES);
+        let c = chosen(&mut w, 800);
+        assert!(c[Mode::Spin as usize] >= 700, "an idle host spins: {c:?}");
+        assert!(c[Mode::Park as usize] > 0 && c[Mode::Poll as usize] > 0, "the others are retried: {c:?}");
+        assert_eq!(w.spin_budget(), Duration::from_micros(44));
+        // Loaded: spinning takes the CPU the hub needs and its round trips get long.
+        fill(&mut w, Mode::Spin, 400, SAMPLES);
+        let c = chosen(&mut w, 800);
+        assert!(c[Mode::Poll as usize] >= 700, "{c:?}");
+        assert!(c[Mode::Spin as usize] <= 800 / EXPLORE_EVERY as usize, "a loaded host rarely spins: {c:?}");
+        assert_eq!(w.spin_budget(), SPIN_CAP);
+        // Spinning only slightly quicker than waiting in ppoll: not worth a core.
+        fill(&mut w, Mode::Spin, 25, SAMPLES);
+        assert!(chosen(&mut w, 800)[Mode::Poll as usize] >= 700);
+        fill(&mut w, Mode::Spin, 20, SAMPLES);
+        assert!(chosen(&mut w, 800)[Mode::Spin as usize] >= 700, "back on once it pays again");
     }
 
     #[test]
