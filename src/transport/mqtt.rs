@@ -11,8 +11,8 @@
 //! flight (a sync send) is written by its caller from its own thread on the TLS write half the
 //! loop shares; otherwise the loop writes everything queued in one write: a burst of sends costs
 //! one TLS record and one syscall. A blocking caller waiting for that one PUBACK may read it
-//! itself from the TLS read half the loop shares (`reader::LinkReader`), so on an idle host a
-//! sync send costs no wake-up at all.
+//! itself from the TLS read half the loop shares (`reader::LinkReader`) instead of waiting for
+//! the loop to be woken for it.
 //! Unacknowledged publishes are kept (encoded) across reconnects and renewals and re-sent with DUP
 //! set, except those whose caller already gave up (told "outcome unknown": never re-sent silently).
 //! Every connection ends with an MQTT DISCONNECT (when the loop stops) and a TLS `close_notify`.

@@ -1,11 +1,12 @@
 //! The input side of one MQTT link over TLS: the read half and the bytes read from the hub not yet
 //! parsed, shared by the network loop and the thread of a blocking sync sender.
 //!
-//! Why shared: a sync send waiting for its PUBACK used to cost two wake-ups from idle (the PUBACK
-//! woke a runtime worker, whose loop then unparked the caller). Now the caller that wrote the only
-//! publish in flight (`writer::LinkWriter::write_now`) may read its PUBACK itself, from its own
-//! thread, while it waits (`runtime::wait` → `Assist::spin`): it re-polls the socket for a short,
-//! adaptive budget before it parks.
+//! Why shared: a sync send waiting for its PUBACK costs two wake-ups in a row from idle (the PUBACK
+//! wakes a runtime worker, whose loop then unparks the caller). The caller that wrote the only
+//! publish in flight (`writer::LinkWriter::write_now`) may instead read its PUBACK itself, from its
+//! own thread, while it waits (`runtime::wait` → `Assist::wait`): spinning on the socket for a
+//! short budget, or blocked in ppoll(2) on it, whichever has been quickest lately on this link
+//! (`Waits`), else parked as before.
 //!
 //! Rules (the loop owns the connection; a caller only helps):
 //! - Everything read goes into `rbuf` and is parsed from its front, under `state`'s lock, by whoever
@@ -43,7 +44,7 @@ use crate::runtime::ThreadWaker;
 const PUBACK: (u8, usize) = (0x40, 4);
 /// Longest a caller spins for its PUBACK before it parks: beyond this a wake-up is cheaper.
 const SPIN_CAP: Duration = Duration::from_micros(100);
-/// Round trips remembered for the spin budget.
+/// Round trips remembered per way of waiting.
 const SAMPLES: usize = 16;
 
 pub(crate) struct LinkReader {
