@@ -141,14 +141,21 @@ thread_local! {
 /// registers with it.
 pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
     let _enter = handle().enter();
+    let started = Instant::now();
     THREAD_WAKER.with(|tw| {
         let waker = futures::task::waker_ref(tw);
         let mut cx = Context::from_waker(&waker);
         let mut fut = pin!(fut);
+        let mut assist = None;
         loop {
             tw.woken.store(false, Ordering::SeqCst);
-            let (r, assist) = Assist::poll_offered(fut.as_mut(), &mut cx);
+            let (r, offered) = Assist::poll_offered(fut.as_mut(), &mut cx, started);
+            assist = offered.or(assist);
             if let Poll::Ready(v) = r {
+                // The future's state (its timer too) was dropped as it completed, in that poll.
+                if let Some(a) = assist {
+                    a.finish();
+                }
                 return v;
             }
             if let Some(a) = &assist {
@@ -156,9 +163,6 @@ pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
             }
             while !tw.is_woken() {
                 std::thread::park();
-            }
-            if let Some(a) = assist {
-                a.finish();
             }
         }
     })

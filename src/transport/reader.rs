@@ -5,8 +5,9 @@
 //! wakes a runtime worker, whose loop then unparks the caller). The caller that wrote the only
 //! publish in flight (`writer::LinkWriter::write_now`) may instead read its PUBACK itself, from its
 //! own thread, while it waits (`runtime::wait` → `Assist::wait`): spinning on the socket for a
-//! short budget, or blocked in ppoll(2) on it, whichever has been quickest lately on this link
-//! (`Waits`), else parked as before.
+//! short budget, or blocked in ppoll(2) on it, or whichever way has been quickest lately on this
+//! link (`Waits`), as `blocking::set_sync_wait` / `IRONHUB_SYNC_WAIT` say; by default it parks as
+//! before (no way measured better on a busy host).
 //!
 //! Rules (the loop owns the connection; a caller only helps):
 //! - Everything read goes into `rbuf` and is parsed from its front, under `state`'s lock, by whoever
@@ -101,8 +102,8 @@ impl Rtts {
 pub(crate) enum Mode {
     /// Park at once; the loop reads the PUBACK and unparks the caller (two wake-ups from idle).
     Park = 0,
-    /// Re-read the socket for a short budget, then park: no wake-up when the PUBACK comes in
-    /// time, a core's worth of CPU meanwhile.
+    /// Re-read the socket for a short budget (yielding between reads), then park: no wake-up
+    /// when the PUBACK comes in time, CPU meanwhile.
     Spin = 1,
     /// Block in ppoll(2) on the socket and the thread's eventfd: the kernel wakes the caller
     /// itself when the PUBACK arrives (one wake-up), little CPU.
@@ -116,10 +117,11 @@ const EXPLORE_EVERY: u32 = 64;
 /// Samples a mode needs before its median counts.
 const MIN_SAMPLES: usize = 3;
 
-/// Recent round trips (write to outcome seen by the caller) of each mode on one link: each send
-/// waits the way that has been quickest lately. A spin must beat the best of the others by 10 %
-/// to be chosen (it costs a core while it lasts), so a loaded host, where a spinning caller takes
-/// the CPU the hub and the loop need, turns it off by itself; it comes back when it pays again.
+/// Recent whole-call times (from the call's start to its future's last poll) of each mode on one
+/// link, for the adaptive way: each send waits the way that has been quickest lately. A spin must
+/// beat the best of the others by 10 % to be chosen (it costs a core while it lasts), so a loaded
+/// host, where a spinning caller takes the CPU the hub and the loop need, turns it off by itself;
+/// it comes back when it pays again.
 #[derive(Default)]
 struct Waits {
     rtts: [Rtts; 3],
@@ -342,12 +344,28 @@ pub(crate) struct Assist {
 
 impl Assist {
     /// Polls `fut` once as a blocking caller; returns the assist the poll offered, if any.
-    pub fn poll_offered<F: Future>(fut: std::pin::Pin<&mut F>, cx: &mut Context<'_>) -> (Poll<F::Output>, Option<Assist>) {
+    /// `since`: when the caller's send began. A way is judged by the whole call, write and last
+    /// poll included: spinning looked quicker between write and PUBACK than the call it made
+    /// (the runtime worker, still woken for the PUBACK, overlaps the end of the call).
+    pub fn poll_offered<F: Future>(
+        fut: std::pin::Pin<&mut F>,
+        cx: &mut Context<'_>,
+        since: Instant,
+    ) -> (Poll<F::Output>, Option<Assist>) {
         WAITING.with(|w| w.set(true));
         let r = fut.poll(cx);
         WAITING.with(|w| w.set(false));
         let link = OFFERED.with(|o| o.borrow_mut().take());
-        (r, link.map(|link| Assist { mode: forced().unwrap_or_else(|| link.reader.waits().choose()), link, since: Instant::now() }))
+        let assist = link.and_then(|link| {
+            let mode = match way() {
+                // Parking is what the loop does anyway: nothing to set up, nothing to record.
+                Some(Mode::Park) => return None,
+                Some(mode) => mode,
+                None => link.reader.waits().choose(),
+            };
+            Some(Assist { mode, link, since })
+        });
+        (r, assist)
     }
 
     /// Waits for the send's PUBACK the chosen way until `waker` says the outcome is in, or the
@@ -357,13 +375,15 @@ impl Assist {
         match self.mode {
             Mode::Park => {}
             Mode::Spin => {
-                let until = self.since + reader.waits().spin_budget();
+                let until = Instant::now() + reader.waits().spin_budget();
+                // Yielding, not a busy pause: on a busy host the hub and the loop may need this
+                // very core to produce the PUBACK (a pure spin doubled p90 and CPU there).
                 while reader.help(&self.link) != Helped::Stop && !waker.is_woken() && Instant::now() < until {
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
             }
             Mode::Poll => {
-                let until = self.since + POLL_CAP;
+                let until = Instant::now() + POLL_CAP;
                 while reader.help(&self.link) != Helped::Stop && !waker.is_woken() {
                     let fd = reader.fd.load(Ordering::Acquire);
                     let left = until.saturating_duration_since(Instant::now());
@@ -375,7 +395,7 @@ impl Assist {
         }
     }
 
-    /// The outcome was seen: remember how long this way of waiting took.
+    /// The send's future is done (its last poll included): remember how long this way took.
     pub fn finish(self) {
         if let Ok(mut w) = self.link.reader.waits.try_lock() {
             w.rtts[self.mode as usize].push(self.since.elapsed());
@@ -384,26 +404,28 @@ impl Assist {
 }
 
 thread_local! {
-    /// How this thread's blocking sends wait, when forced (`blocking::set_sync_wait`).
-    static FORCED: Cell<Option<Option<Mode>>> = const { Cell::new(None) };
+    /// How this thread's blocking sends wait, when set (`blocking::set_sync_wait`).
+    static CONFIGURED: Cell<Option<Way>> = const { Cell::new(None) };
 }
 
-/// Forces how this thread's blocking sends wait (`None`: chosen by round trips), overriding the
-/// process default.
-pub(crate) fn force_mode(mode: Option<Mode>) {
-    FORCED.with(|f| f.set(Some(mode)));
+/// How blocking sends wait: one way always, or the one chosen by recent round trips (`None`).
+pub(crate) type Way = Option<Mode>;
+
+/// Sets how this thread's blocking sends wait, overriding the process default.
+pub(crate) fn set_way(way: Way) {
+    CONFIGURED.with(|c| c.set(Some(way)));
 }
 
-/// The forced mode of this thread, else the process default: `IRONHUB_SYNC_WAIT=park|spin|poll`
-/// (read once; anything else: chosen by round trips).
-fn forced() -> Option<Mode> {
-    static DEFAULT: std::sync::OnceLock<Option<Mode>> = std::sync::OnceLock::new();
-    FORCED.with(Cell::get).unwrap_or_else(|| {
+/// This thread's way, else the process default: `IRONHUB_SYNC_WAIT=spin|poll|adaptive` (read
+/// once), else parking, as before the caller could read (what measured best on a busy host).
+fn way() -> Way {
+    static DEFAULT: std::sync::OnceLock<Way> = std::sync::OnceLock::new();
+    CONFIGURED.with(Cell::get).unwrap_or_else(|| {
         *DEFAULT.get_or_init(|| match std::env::var("IRONHUB_SYNC_WAIT").as_deref() {
-            Ok("park") => Some(Mode::Park),
             Ok("spin") => Some(Mode::Spin),
             Ok("poll") => Some(Mode::Poll),
-            _ => None,
+            Ok("adaptive") => None,
+            _ => Some(Mode::Park),
         })
     })
 }
