@@ -114,7 +114,7 @@ impl Error {
     /// still pending when the connection drops is cancelled (azure-iot-device's `OperationCancelled`),
     /// not failed, since the client will not reconnect to complete it. The one place of that rule:
     /// the engine applies it to every telemetry send's outcome, so Rust callers see what the
-    /// Python, C and Go layers report (their own calls of it are then no-ops).
+    /// Python, C and Go layers report (they make no call of their own).
     pub fn for_send(self, connection_retry: bool) -> Error {
         match self {
             Error::ConnectionDropped(_) if !connection_retry => Error::OperationCancelled,

@@ -242,31 +242,64 @@ async fn a_poison_message_is_refused_before_queueing_and_blocks_nothing() {
     client.shutdown().await.unwrap();
 }
 
+/// The telemetry queue's bounds, reached by construction rather than by outrunning the network
+/// loop: the link is held (the fault proxy stalls it, so no PUBACK comes and nothing drains), the
+/// queue is filled to exactly its bound, and the next send is refused at once with `QueueFull`;
+/// once released, every accepted message reaches the hub exactly once and the refused ones never.
+/// Both bounds: by count, and by bytes (topic + payload).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_are_bounded_by_count_and_bytes() {
+    const BOUND: usize = 50;
     let env = common::start().await;
-    let by_count =
-        Client::create_from_connection_string(&env.device("bound-n"), ironhub::ClientOptions { max_queued_messages: 3, ..env.options() })
-            .unwrap();
-    // Queued in a burst before the connection is even up: the fourth has no room.
-    let sends: Vec<_> = (0..4).map(|i| by_count.send_message_pipelined(&Message::new(format!("{i}")))).collect();
-    let outcomes = futures::future::join_all(sends).await;
-    let full = outcomes.iter().filter(|r| matches!(r, Err(ironhub::Error::QueueFull(_)))).count();
-    assert_eq!(full, 1, "{outcomes:?}");
-    assert_eq!(outcomes[3].as_ref().unwrap_err().kind(), ErrorKind::Client);
-    assert!(outcomes[..3].iter().all(|r| r.is_ok()), "{outcomes:?}");
-    // Room comes back once the hub acknowledged them.
-    by_count.send_message(&Message::new("after")).await.expect("room again");
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], env.emu.mqtt_port()))).await.unwrap();
+    let held = |o: ironhub::ClientOptions| ironhub::ClientOptions { mqtt_port: proxy.port(), ..o };
+    let refused_at_once = |send: ironhub::SendFuture, bound: &'static str| async move {
+        let t = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(5), send).await.expect("refused, not queued").unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(2), "refusal took {:?}", t.elapsed());
+        assert!(matches!(e, ironhub::Error::QueueFull(ref m) if m.contains(bound)), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Client);
+    };
 
-    let by_bytes = Client::create_from_connection_string(
-        &env.device("bound-b"),
-        ironhub::ClientOptions { max_queued_bytes: 1_000, ..env.options() },
+    let by_count = Client::create_from_connection_string(
+        &env.device("bound-n"),
+        held(ironhub::ClientOptions { max_queued_messages: BOUND, ..env.options() }),
     )
     .unwrap();
-    let a = by_bytes.send_message_pipelined(&Message::new(vec![b'a'; 600]));
-    let e = by_bytes.send_message_pipelined(&Message::new(vec![b'b'; 600])).await.unwrap_err();
-    assert!(matches!(e, ironhub::Error::QueueFull(ref m) if m.contains("max_queued_bytes")), "{e}");
-    a.await.unwrap();
+    by_count.connect().await.unwrap();
+    proxy.stall();
+    let accepted: Vec<_> =
+        (0..BOUND).map(|i| by_count.send_message_pipelined(&Message::new(format!("n-{i}")))).collect();
+    refused_at_once(by_count.send_message_pipelined(&Message::new("n-refused")), "max_queued_messages").await;
+    assert!(env.events("bound-n", 0, 0).await.is_empty(), "the held link delivered nothing");
+    proxy.heal();
+    for r in futures::future::join_all(accepted).await {
+        r.expect("an accepted send completes once the link moves again");
+    }
+    // Room came back with the PUBACKs.
+    by_count.send_message(&Message::new("n-after")).await.expect("room again");
+    let mut expected: Vec<String> = (0..BOUND).map(|i| format!("n-{i}")).chain(["n-after".to_string()]).collect();
+    expected.sort();
+    let mut bodies: Vec<String> = env.events("bound-n", 0, 10).await.iter().map(body_text).collect();
+    bodies.sort();
+    assert_eq!(bodies, expected, "each accepted message once, the refused one never");
+
+    // By bytes: one message of exactly the bound (its topic and payload), then one byte more is refused.
+    let topic_len = "devices/bound-b/messages/events/".len();
+    let by_bytes = Client::create_from_connection_string(
+        &env.device("bound-b"),
+        held(ironhub::ClientOptions { max_queued_bytes: 1_000, ..env.options() }),
+    )
+    .unwrap();
+    by_bytes.connect().await.unwrap();
+    proxy.stall();
+    let full = by_bytes.send_message_pipelined(&Message::new(vec![b'a'; 1_000 - topic_len]));
+    refused_at_once(by_bytes.send_message_pipelined(&Message::new("b")), "max_queued_bytes").await;
+    assert!(env.events("bound-b", 0, 0).await.is_empty(), "the held link delivered nothing");
+    proxy.heal();
+    full.await.expect("the message that filled the bound");
+    let bodies: Vec<String> = env.events("bound-b", 0, 10).await.iter().map(body_text).collect();
+    assert_eq!(bodies, vec!["a".repeat(1_000 - topic_len)], "the refused byte never reached the hub");
     by_count.shutdown().await.unwrap();
     by_bytes.shutdown().await.unwrap();
 }

@@ -62,6 +62,29 @@ impl Service {
         let text = resp.text().await.ok()?;
         Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
+
+    /// Registers `device_id`; MQTT options that connect as it (SAS token).
+    async fn new_device(&self, device_id: &str) -> rumqttc::MqttOptions {
+        let path = format!("/devices/{device_id}");
+        let (status, device) = self.call(reqwest::Method::PUT, &path, Some(json!({}))).await.unwrap();
+        assert_eq!(status, 200);
+        let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned();
+        let resource = ironhub_protocol::sas::device_resource("localhost", device_id, None);
+        let token = ironhub_protocol::sas::generate_token(&resource, &key, None, unix_now() + 600).unwrap();
+        options(self.port("mqttPort"), &self.ca_pem, &Identity::device(device_id), &token)
+    }
+
+    /// The numbers `device_id`'s recorded telemetry carries as bodies.
+    async fn telemetry_numbers(&self, device_id: &str) -> std::collections::HashSet<i64> {
+        let path = format!("/emulator/events?deviceId={device_id}");
+        let (_, events) = self.call(reqwest::Method::GET, &path, None).await.unwrap();
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8(base64_decode(e["body"].as_str().unwrap())).unwrap().parse().unwrap())
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,13 +92,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
     let dir = std::env::temp_dir().join(format!("ironhub-crash-{}", rand::random::<u64>()));
     let mut first = Running::start(&dir);
     let service = first.service.clone();
-    let (status, device) = service.call(reqwest::Method::PUT, "/devices/crash", Some(json!({}))).await.unwrap();
-    assert_eq!(status, 200);
-    let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap().to_owned();
-    let id = Identity::device("crash");
-    let resource = ironhub_protocol::sas::device_resource("localhost", "crash", None);
-    let token = ironhub_protocol::sas::generate_token(&resource, &key, None, unix_now() + 600).unwrap();
-    let mut device = Client::connect(options(service.port("mqttPort"), &service.ca_pem, &id, &token)).await.unwrap();
+    let mut device = Client::connect(service.new_device("crash").await).await.unwrap();
 
     // Three writers at once, each recording the last thing the emulator acknowledged.
     let (acked_telemetry, acked_desired, acked_c2d) = (Arc::new(AtomicI64::new(-1)), Arc::new(AtomicI64::new(-1)), Arc::new(AtomicI64::new(0)));
@@ -136,13 +153,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
 
     let mut second = Running::start(&dir);
     let service = second.service.clone();
-    let (_, events) = service.call(reqwest::Method::GET, "/emulator/events?deviceId=crash", None).await.unwrap();
-    let bodies: std::collections::HashSet<i64> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| String::from_utf8(base64_decode(e["body"].as_str().unwrap())).unwrap().parse().unwrap())
-        .collect();
+    let bodies = service.telemetry_numbers("crash").await;
     for n in 0..=telemetry {
         assert!(bodies.contains(&n), "telemetry {n} was PUBACKed but is gone");
     }
@@ -158,6 +169,69 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
     } else {
         assert_eq!(status, 403, "all 50 survived, so the queue is full");
     }
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// At-least-once with the store's group commit: a device pipelines thousands of PUBLISHes (up to
+/// 1,000 in flight), the emulator is killed -9 while PUBACKs stream back, and after a restart
+/// every message it PUBACKed is in the event log. PUBACKs come in PUBLISH order (MQTT 3.1.1 §4.6),
+/// so k PUBACKs acknowledge messages 0..k. Prints the PUBACK rate (a figure, never asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_pipelining_loses_no_acknowledged_message() {
+    const ENOUGH: i64 = 10_000;
+    let dir = std::env::temp_dir().join(format!("ironhub-crash-pipelined-{}", rand::random::<u64>()));
+    let mut first = Running::start(&dir);
+    let service = first.service.clone();
+    let mut opts = service.new_device("piped").await;
+    opts.set_inflight(1000);
+    let mut device = Client::connect(opts).await.unwrap();
+
+    let publisher = device.client.clone();
+    let publishing = tokio::spawn(async move {
+        let topic = topics::telemetry_topic("piped", None, &PropertyBag::default());
+        for n in 0u64.. {
+            if publisher.publish(&topic, rumqttc::QoS::AtLeastOnce, false, n.to_string()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let acked = Arc::new(AtomicI64::new(0));
+    let counting = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            loop {
+                match device.next().await {
+                    Incoming::PubAck(_) => acked.fetch_add(1, Ordering::SeqCst),
+                    Incoming::Closed(_) => return,
+                    _ => continue,
+                };
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    while acked.load(Ordering::SeqCst) < ENOUGH && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (at_kill, took) = (acked.load(Ordering::SeqCst), started.elapsed());
+    first.child.kill().unwrap(); // SIGKILL, with PUBLISHes and PUBACKs still in flight
+    first.child.wait().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), counting).await.expect("the device sees the close").unwrap();
+    publishing.abort();
+    let acked = acked.load(Ordering::SeqCst);
+    eprintln!(
+        "pipelined to the persisted emulator: {at_kill} PUBACKs in {:.2} s ({:.0} msg/s); {acked} PUBACKed in all",
+        took.as_secs_f64(),
+        at_kill as f64 / took.as_secs_f64()
+    );
+    assert!(acked >= ENOUGH, "only {acked} PUBACKs in 20 s");
+
+    let mut second = Running::start(&dir);
+    let bodies = second.service.telemetry_numbers("piped").await;
+    let lost: Vec<i64> = (0..acked).filter(|n| !bodies.contains(n)).collect();
+    let some = &lost[..lost.len().min(10)];
+    assert!(lost.is_empty(), "{} of {acked} PUBACKed messages are gone, e.g. {some:?}", lost.len());
     second.child.kill().unwrap();
     second.child.wait().unwrap();
     std::fs::remove_dir_all(dir).unwrap();

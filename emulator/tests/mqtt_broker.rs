@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use ironhub_emulator::hub::{DeviceBoundMessage, EventFilter};
 use ironhub_emulator::mqtt::{MethodError, MethodResult};
-use ironhub_emulator::Identity;
+use ironhub_emulator::{EmulatorConfig, Identity};
 use ironhub_protocol::topics::{self, DeviceBound, PropertyBag};
-use mqtt_support::{Client, ConnectFailure, TestHub, WAIT};
+use mqtt_support::{Client, ConnectFailure, Incoming, TestHub, WAIT};
 use rumqttc::mqttbytes::v4::{Connect, Packet, SubscribeReasonCode};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::ConnectReturnCode;
@@ -154,6 +154,40 @@ async fn mqtt_oversized_telemetry_closes_the_connection() {
     client.closed().await;
     let events = hub.hub.events_after(&EventFilter::default(), 0);
     assert_eq!(events.len(), 1, "only the message at the limit is recorded");
+}
+
+/// With a store (a state directory) the PUBACKs wait for their commit on the connection's PUBACK
+/// task while it reads on: telemetry and then a twin GET, pipelined, are acknowledged in PUBLISH
+/// order (MQTT 3.1.1 §4.6), the twin GET's PUBACK before its answer, and each acknowledged message
+/// is in the event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persisted_hub_acknowledges_pipelined_publishes_in_order() {
+    const N: u16 = 60;
+    let dir = std::env::temp_dir().join(format!("ironhub-ordered-{}", rand::random::<u64>()));
+    let hub = TestHub::start_with(EmulatorConfig { state_dir: Some(dir.clone()), ..Default::default() }).await;
+    let mut client = hub.connected(&Identity::device("ordered")).await;
+    let topic = topics::telemetry_topic("ordered", None, &PropertyBag::default());
+    for n in 0..N {
+        client.client.publish(&topic, QoS::AtLeastOnce, false, n.to_string()).await.unwrap();
+    }
+    client.client.publish(topics::twin_get_topic("r0"), QoS::AtLeastOnce, false, " ").await.unwrap();
+    // rumqttc numbers a fresh connection's PUBLISHes 1, 2, ... in the order they were made.
+    let mut seen = Vec::new();
+    while seen.len() < usize::from(N) + 2 {
+        match client.next().await {
+            Incoming::PubAck(pkid) => seen.push(format!("PUBACK {pkid}")),
+            Incoming::Publish(p) => seen.push(format!("answer {}", p.topic)),
+            Incoming::Closed(why) => panic!("closed: {why}"),
+            Incoming::SubAck(_) => {}
+        }
+    }
+    let mut expected: Vec<String> = (1..=N + 1).map(|k| format!("PUBACK {k}")).collect();
+    expected.push(format!("answer {}", topics::twin_response_topic(200, "r0", None)));
+    assert_eq!(seen, expected);
+    let filter = EventFilter { device_id: Some("ordered".into()), module_id: None };
+    assert_eq!(hub.hub.events_after(&filter, 0).len(), usize::from(N));
+    hub.emulator.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,12 +136,6 @@ impl Client {
         }
     }
 
-    /// A send's outcome with the core's rule for sends cut by a drop (`Error::for_send`).
-    fn send_outcome(&self, fut: impl Future<Output = ironhub::Result<()>> + Send + 'static) -> impl Future<Output = ironhub::Result<()>> + Send + 'static {
-        let retry = self.inner.options().connection_retry;
-        async move { fut.await.map_err(|e| e.for_send(retry)) }
-    }
-
     fn prepare_connect(&self, _py: Python<'_>) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
         let c = self.core();
         Ok(async move {
@@ -171,13 +165,12 @@ impl Client {
         // only the core's short internal locks, which no thread holds while waiting for the GIL,
         // so it runs with the GIL held: releasing it here let another thread take it at every send
         // of a burst (two context switches per message).
-        let fut = self.inner.send_message_pipelined(&message);
-        Ok(self.send_outcome(fut))
+        Ok(self.inner.send_message_pipelined(&message))
     }
     fn prepare_send_message_to_output(&self, py: Python<'_>, message: Bound<'_, PyAny>, output_name: String) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
         let message = outgoing_message(&message).map_err(|e| encoding_error(py, e))?;
         let c = self.core();
-        Ok(self.send_outcome(async move { c.send_message_to_output(&message, &output_name).await }))
+        Ok(async move { c.send_message_to_output(&message, &output_name).await })
     }
     /// `messages`: any iterable of messages or payloads, converted in one pass (no Python list).
     fn prepare_send_messages(&self, py: Python<'_>, messages: Bound<'_, PyAny>) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
@@ -187,7 +180,7 @@ impl Client {
             .collect::<PyResult<Vec<Message>>>()
             .map_err(|e| encoding_error(py, e))?;
         let c = self.core();
-        Ok(self.send_outcome(async move { c.send_messages(&messages).await }))
+        Ok(async move { c.send_messages(&messages).await })
     }
     fn prepare_send_method_response(&self, _py: Python<'_>, method_response: Bound<'_, PyAny>) -> PyResult<impl Future<Output = ironhub::Result<()>> + Send + 'static> {
         let response = method_response_from_py(&method_response)?;
@@ -284,8 +277,7 @@ operations! {
     #[pyo3(signature = (message))]
     fn send_message(&self, py: Python<'_>, message: Bound<'_, PyAny>) -> PyResult<()> {
         let message = outgoing_message(&message).map_err(|e| encoding_error(py, e))?;
-        let retry = self.inner.options().connection_retry;
-        aio::wait(py, || self.inner.send_message_pipelined(&message))?.map_err(|e| to_py_err(e.for_send(retry)))
+        aio::wait(py, || self.inner.send_message_pipelined(&message))?.map_err(to_py_err)
     }
 
     /// Sends a message; the awaitable completes at PUBACK. The message is queued now, so sends

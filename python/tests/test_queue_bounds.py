@@ -1,9 +1,12 @@
 """The ironhub-only queue bound keywords (`max_queued_messages`, `max_queued_bytes`, issue 9):
 every factory of the sync and aio clients takes them with the core's validation, a pipelined aio
 burst larger than the default bound succeeds entirely once the bound is raised (each message
-recorded once by the hub), and with the default bound the excess is a ClientError at once."""
+recorded once by the hub), and with the link held (a stalling relay) the send past the default
+bound is a ClientError at once."""
 
 import asyncio
+import socket
+import threading
 import time
 
 import pytest
@@ -16,6 +19,7 @@ OFFLINE_CS = "HostName=127.0.0.1;DeviceId=bounds;SharedAccessKey=MDEyMzQ1Njc4OWF
 MODULE_CS = OFFLINE_CS + ";ModuleId=m1"
 KEY = "MDEyMzQ1Njc4OWFiY2RlZg=="
 BURST = 3000
+DEFAULT_BOUND = 1000  # the core's default max_queued_messages
 
 
 def factories():
@@ -91,17 +95,99 @@ def test_aio_burst_past_the_default_bound_succeeds_with_the_bound_raised(hub, de
     assert sorted(bodies) == sorted("burst-{}".format(i) for i in range(BURST))  # each exactly once
 
 
-def test_aio_burst_past_the_default_bound_fails_at_once_with_client_error(hub, device_cs, unique_id, client_kwargs):
-    client = ironhub.aio.IoTHubDeviceClient.create_from_connection_string(device_cs, **client_kwargs)
-    started = time.monotonic()
-    outcomes = asyncio.run(asyncio.wait_for(burst(client), 120))
-    took = time.monotonic() - started
-    refused = [o for o in outcomes if o is not None]
-    sent = [i for i, o in enumerate(outcomes) if o is None]
-    assert refused, "a burst of 3,000 never reached the default bound of 1,000"
-    for e in refused:
-        assert isinstance(e, exceptions.ClientError) and "max_queued_messages" in str(e), repr(e)
-    # operation_timeout is 20 s: refusals that waited for room would take about that long.
-    assert took < 15, took
-    bodies = sorted(e["body"] for e in hub.telemetry(unique_id, len(sent), timeout_s=60))
-    assert bodies == sorted("burst-{}".format(i) for i in sent)  # the refused never reached the hub
+class StallingRelay:
+    """A real TCP relay on a loopback port in front of the hub's MQTT port (TLS passes through
+    untouched). `stall()` stops moving bytes both ways with every socket kept open (a frozen
+    path: nothing is lost, no PUBACK comes back); `heal()` moves them again."""
+
+    def __init__(self, upstream_port):
+        self._upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._moving = threading.Event()
+        self._moving.set()
+        self._sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stall(self):
+        self._moving.clear()
+
+    def heal(self):
+        self._moving.set()
+
+    def close(self):
+        self._moving.set()
+        for s in [self._listener] + self._sockets:
+            s.close()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
+            self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                self._moving.wait()
+                data = src.recv(65536)
+                if not data:
+                    break
+                self._moving.wait()  # a stall that began during the read holds these bytes
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def relay(hub):
+    r = StallingRelay(hub.mqtt_port)
+    yield r
+    r.close()
+
+
+def test_a_send_past_the_default_bound_is_refused_at_once_while_the_link_is_held(
+    hub, device_cs, unique_id, client_kwargs, relay
+):
+    """The bound is reached by construction: with the link held (no PUBACK comes, nothing drains),
+    exactly the default 1,000 sends are accepted and the next one is a ClientError at once; once
+    released, each accepted message reaches the hub exactly once and the refused one never."""
+    client = ironhub.aio.IoTHubDeviceClient.create_from_connection_string(
+        device_cs, **dict(client_kwargs, mqtt_port=relay.port)
+    )
+
+    async def run():
+        await client.connect()
+        relay.stall()
+        try:
+            # Tasks start in creation order, so the last one finds the other 1,000 queued.
+            accepted = [asyncio.ensure_future(client.send_message("held-{}".format(i))) for i in range(DEFAULT_BOUND)]
+            refused = asyncio.ensure_future(client.send_message("refused"))
+            started = time.monotonic()
+            with pytest.raises(exceptions.ClientError, match="max_queued_messages"):
+                await asyncio.wait_for(refused, 10)
+            took = time.monotonic() - started
+            assert not any(t.done() for t in accepted), "a held send completed"
+            relay.heal()
+            outcomes = await asyncio.gather(*accepted, return_exceptions=True)
+            return took, outcomes
+        finally:
+            relay.heal()
+            await client.shutdown()
+
+    took, outcomes = asyncio.run(asyncio.wait_for(run(), 120))
+    # operation_timeout is 20 s: a refusal that waited for room would take about that long.
+    assert took < 2, took
+    assert [o for o in outcomes if o is not None] == []
+    bodies = sorted(e["body"] for e in hub.telemetry(unique_id, DEFAULT_BOUND, timeout_s=60))
+    assert bodies == sorted("held-{}".format(i) for i in range(DEFAULT_BOUND))  # once each, "refused" never

@@ -319,8 +319,7 @@ pub extern "C" fn ironhub_client_send_message(c: *mut ironhub_client, m: *const 
     ffi_fallible! {
         let c = arg_ref(c, "c")?;
         let message = outgoing(m)?;
-        let retry = c.client.options().connection_retry;
-        Ok(c.client.send_message(message).map_err(|e| e.for_send(retry))?)
+        Ok(c.client.send_message(message)?)
     }
 }
 
@@ -335,8 +334,7 @@ pub extern "C" fn ironhub_client_send_message_to_output(
         let c = arg_ref(c, "c")?;
         let output_name = arg_str(output_name, "output_name")?;
         let message = outgoing(m)?;
-        let retry = c.client.options().connection_retry;
-        Ok(c.client.send_message_to_output(message, output_name).map_err(|e| e.for_send(retry))?)
+        Ok(c.client.send_message_to_output(message, output_name)?)
     }
 }
 
@@ -368,14 +366,13 @@ pub extern "C" fn ironhub_client_send_message_async(
             done: false,
         };
         completion.pending.start();
-        let retry = c.client.options().connection_retry;
         c.client.send_message_with_callback(
             message,
             output_name,
             Box::new(move |outcome| {
                 completion.complete(match outcome {
                     Ok(()) => ironhub_result::IRONHUB_OK,
-                    Err(e) => FfiError::from(e.for_send(retry)).code,
+                    Err(e) => FfiError::from(e).code,
                 })
             }),
         );

@@ -2,7 +2,9 @@
 //! per program run, and the answers to the programs' "@@ verb args" requests (see common.h),
 //! carried out through the service API and the emulator's control API.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ironhub::blocking::ServiceClient;
@@ -11,10 +13,44 @@ use ironhub_emulator::{BackgroundEmulator, EmulatorConfig};
 use ironhub_protocol::connection_string::ConnectionString;
 use serde_json::{json, Value};
 
+use super::fault_proxy::FaultProxy;
+
 struct Hub {
     emulator: BackgroundEmulator,
     service: ServiceClient,
     ca_file: std::path::PathBuf,
+    held: HeldLinks,
+}
+
+/// A fault proxy per program run in front of the MQTT port (`IRONHUB_TEST_HELD_MQTT_PORT`), which
+/// the program's "stall <device>" and "heal <device>" requests freeze and release: a test holds its
+/// link (no PUBACK comes back, nothing drains) by construction, not by outrunning the network.
+struct HeldLinks {
+    runtime: tokio::runtime::Runtime,
+    proxies: Mutex<HashMap<String, FaultProxy>>,
+}
+
+impl HeldLinks {
+    fn new() -> HeldLinks {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("proxy runtime");
+        HeldLinks { runtime, proxies: Mutex::new(HashMap::new()) }
+    }
+
+    /// Starts the proxy of `device`'s runs; returns its port.
+    fn start(&self, device: &str, mqtt_port: u16) -> u16 {
+        let upstream = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
+        let proxy = self.runtime.block_on(FaultProxy::start(upstream)).expect("fault proxy");
+        let port = proxy.port();
+        self.proxies.lock().unwrap().insert(device.to_string(), proxy);
+        port
+    }
+
+    fn with(&self, device: &str, f: impl FnOnce(&FaultProxy)) -> Result<String, String> {
+        let proxies = self.proxies.lock().unwrap();
+        f(proxies.get(device).ok_or_else(|| format!("no held link for {device}"))?);
+        Ok("ok".into())
+    }
 }
 
 fn hub() -> &'static Hub {
@@ -28,7 +64,7 @@ fn hub() -> &'static Hub {
         .expect("service client");
         let ca_file = super::out_dir().join("emulator-ca.pem");
         std::fs::write(&ca_file, emulator.ca_pem()).expect("write CA file");
-        Hub { emulator, service, ca_file }
+        Hub { emulator, service, ca_file, held: HeldLinks::new() }
     })
 }
 
@@ -52,6 +88,7 @@ pub fn environment(tag: &str) -> Vec<(String, String)> {
     assert!(status < 300, "set route: {status} {body}");
     let x509_device = format!("{device}-x509");
     let (x509_cert, x509_key) = self_signed_device(h, &x509_device);
+    let held_port = h.held.start(&device, emu.mqtt_port());
     // A symmetric-key group enrollment whose members the provisioning test registers.
     let group_key = ironhub_emulator::dps::enrollments::generate_key();
     let group = json!({"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": group_key, "secondaryKey": group_key}}});
@@ -60,6 +97,7 @@ pub fn environment(tag: &str) -> Vec<(String, String)> {
     let vars = [
         ("IRONHUB_TEST_HOSTNAME", emu.hostname().to_string()),
         ("IRONHUB_TEST_MQTT_PORT", emu.mqtt_port().to_string()),
+        ("IRONHUB_TEST_HELD_MQTT_PORT", held_port.to_string()),
         ("IRONHUB_TEST_HTTPS_PORT", emu.https_port().to_string()),
         ("IRONHUB_TEST_CA_PEM", emu.ca_pem().to_string()),
         ("IRONHUB_TEST_DEVICE_ID", device.clone()),
@@ -163,6 +201,9 @@ pub fn handle(request: &str) -> Result<String, String> {
             }
             Ok("ok".into())
         }
+        // The program's held link (IRONHUB_TEST_HELD_MQTT_PORT): frozen with every socket open, then moving again.
+        "stall" => h.held.with(rest, FaultProxy::stall),
+        "heal" => h.held.with(rest, FaultProxy::heal),
         "disconnect" => {
             // The hub drops the device's MQTT connection (as a network failure would).
             let path = format!("/emulator/devices/{rest}/disconnect");

@@ -363,6 +363,20 @@ impl Hub {
         }
     }
 
+    /// The store's commit point now (`None` without a store): [`Hub::flushed_through`] resolves
+    /// once every change made before this call is on disk. Lets a connection acknowledge a
+    /// telemetry PUBLISH after its commit without waiting for that commit before reading on.
+    pub fn flush_point(&self) -> Option<u64> {
+        self.store.as_ref().map(store::Store::submitted)
+    }
+
+    /// Resolves once everything up to `point` (from [`Hub::flush_point`]) is on disk.
+    pub async fn flushed_through(&self, point: u64) {
+        if let Some(store) = &self.store {
+            store.committed_through(point).await;
+        }
+    }
+
     /// Commits what is queued and closes the store (shutdown); later changes stay in memory.
     pub fn close_store(&self) {
         if let Some(store) = &self.store {

@@ -233,9 +233,20 @@ impl Store {
 
     /// Resolves once everything submitted before this call is committed.
     pub async fn flushed(&self) {
-        let target = self.submitted.load(Ordering::SeqCst);
+        self.committed_through(self.submitted()).await;
+    }
+
+    /// The point everything submitted so far reaches: [`Store::committed_through`] resolves once
+    /// it is on disk. Taken right after a change, it names the commit that holds the change.
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once everything up to `point` (from [`Store::submitted`]) is committed; at once
+    /// when it already is, or when the writer is gone (it commits all it was given before it ends).
+    pub async fn committed_through(&self, point: u64) {
         let mut committed = self.committed.clone();
-        let _ = committed.wait_for(|done| *done >= target).await;
+        let _ = committed.wait_for(|done| *done >= point).await;
     }
 
     /// Up to `limit` stored events with a sequence number in `after+1 .. before`, oldest first, as

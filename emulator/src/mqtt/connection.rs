@@ -14,6 +14,7 @@ use rumqttc::mqttbytes::Protocol;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::acks::Acks;
 use super::framing::{self, PacketReader};
 use super::inbound::{Flow, Session};
 use super::sessions::ConnectionHandle;
@@ -101,7 +102,9 @@ where
 
     let writer = tokio::spawn(write_loop(write_half, outbound_rx, close_rx.clone()));
 
-    let session = Session { broker: broker.clone(), identity: identity.clone(), conn_id, outbound: outbound_tx };
+    // With a store, PUBACKs wait for their commit on a task of their own (`acks`).
+    let acks = broker.hub.flush_point().map(|_| Acks::start(broker.hub.clone(), outbound_tx.clone(), close_tx.clone()));
+    let session = Session { broker: broker.clone(), identity: identity.clone(), conn_id, outbound: outbound_tx, acks };
     // With a persistent session the device does not re-subscribe: C2D queued while it was
     // away, and whatever it had not acknowledged, goes out now.
     session.deliver_pending();

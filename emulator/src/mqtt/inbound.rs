@@ -14,6 +14,7 @@ use rumqttc::mqttbytes::v4::{Packet, PubAck, Publish, SubAck, Subscribe, Subscri
 use rumqttc::mqttbytes::QoS;
 use tokio::sync::mpsc;
 
+use super::acks::Acks;
 use super::connection::{packet_kind, STALL_TIMEOUT};
 use super::{acl, Broker};
 use crate::hub::throttle::Operation;
@@ -35,6 +36,8 @@ pub(super) struct Session {
     /// This connection's id: C2D and input deliveries in flight on it are matched to its PUBACKs.
     pub(super) conn_id: u64,
     pub(super) outbound: mpsc::Sender<Packet>,
+    /// The PUBACKs that wait for the store's commit; `None` when the hub keeps nothing on disk.
+    pub(super) acks: Option<Acks>,
 }
 
 impl Session {
@@ -103,13 +106,37 @@ impl Session {
         if handled == Flow::Close {
             return Flow::Close;
         }
-        // Acknowledge after handling and after the store committed it, so a client that saw its
-        // PUBACK finds its telemetry in the event log, even after a kill -9 of the emulator.
-        self.broker.hub.flushed().await;
-        self.acknowledge(&publish).await
+        // Acknowledged after handling and after the store committed it, so a client that saw its
+        // PUBACK finds its telemetry in the event log, even after a kill -9 of the emulator; the
+        // wait for the commit is the PUBACK task's, so this connection reads on meanwhile.
+        self.acknowledge_once_stored(&publish).await
     }
 
+    /// A twin request's PUBACK: the request stored nothing, so it waits for no commit, only for the
+    /// PUBACKs of the earlier PUBLISHes; it is queued before the request's answer.
     async fn acknowledge(&self, publish: &Publish) -> Flow {
+        match (&self.acks, publish.qos) {
+            (Some(acks), QoS::AtLeastOnce) => open_if(acks.in_order(publish.pkid).await),
+            _ => self.puback(publish).await,
+        }
+    }
+
+    /// The PUBACK of a PUBLISH whose effects were stored: queued to go once they are on disk.
+    async fn acknowledge_once_stored(&self, publish: &Publish) -> Flow {
+        match (&self.acks, self.broker.hub.flush_point(), publish.qos) {
+            (Some(acks), Some(point), QoS::AtLeastOnce) => open_if(acks.after_commit(publish.pkid, point).await),
+            (_, _, QoS::AtLeastOnce) => self.puback(publish).await,
+            _ => {
+                // No PUBACK to queue (QoS 0): waiting for the commit here keeps a flood of them from
+                // outrunning the store, as the bounded PUBACK queue does for QoS 1.
+                self.broker.hub.flushed().await;
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Answers a QoS 1 PUBLISH now (QoS 0 has no answer).
+    async fn puback(&self, publish: &Publish) -> Flow {
         match publish.qos {
             QoS::AtLeastOnce => self.send(Packet::PubAck(PubAck::new(publish.pkid))).await,
             _ => Flow::Continue,
@@ -225,6 +252,15 @@ impl Session {
     /// connected or subscribed; whatever cannot go out stays pending.
     pub(super) fn deliver_pending(&self) {
         self.broker.deliver_pending(&self.identity);
+    }
+}
+
+/// Goes on while `queued`; closes the connection when its PUBACKs can no longer be queued.
+fn open_if(queued: bool) -> Flow {
+    if queued {
+        Flow::Continue
+    } else {
+        Flow::Close
     }
 }
 

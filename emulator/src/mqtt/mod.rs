@@ -13,10 +13,12 @@
 //! - `sessions`: the identity → session table and the outbound queue of each live connection.
 //! - `connection`: one client connection from CONNECT to close.
 //! - `inbound`: what the hub does with each PUBLISH a client sends.
+//! - `acks`: a connection's PUBACKs, each sent after the store's commit that holds its PUBLISH.
 //! - `methods`: direct-method requests waiting for their device's response.
 //! - `timing`: the optional latency and jitter added to every hub → device answer.
 //! - `websocket`: MQTT over WebSocket binary frames, adapted to a byte stream.
 
+mod acks;
 mod acl;
 mod connection;
 pub(crate) mod framing;

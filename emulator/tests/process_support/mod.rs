@@ -13,7 +13,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ironhub-emulator");
 /// contents of the `hub.json` it wrote; fails the test if none appears within 30 s.
 pub fn serve(dir: &Path) -> (Child, Value) {
     let _ = std::fs::remove_file(dir.join("hub.json"));
-    let child = Command::new(BIN)
+    // IRONHUB_EMULATOR_UNDER_TEST: another build of the emulator, to measure two side by side.
+    let bin = std::env::var_os("IRONHUB_EMULATOR_UNDER_TEST").unwrap_or_else(|| BIN.into());
+    let child = Command::new(bin)
         .args(["serve", "--state-dir", dir.to_str().unwrap(), "--mqtt-port", "0", "--https-port", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
