@@ -18,6 +18,32 @@ use crate::options::ClientOptions;
 use crate::runtime::block_on;
 use crate::Identity;
 
+/// How a blocking send waits for its PUBACK after writing the only publish in flight from its own
+/// thread (`docs/architecture.md`, "The sync caller reads its own PUBACK").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncWait {
+    /// Park at once; the network loop reads the PUBACK and wakes the thread (the default).
+    Park,
+    /// Re-read the socket for a short budget, then park.
+    Spin,
+    /// Block in ppoll(2) on the socket, then park.
+    Poll,
+    /// The way that has been quickest lately on that connection.
+    Adaptive,
+}
+
+/// Sets how this thread's blocking sends wait for their PUBACK (a tuning and diagnostic knob;
+/// `IRONHUB_SYNC_WAIT=spin|poll|adaptive` sets the process default, parking otherwise).
+pub fn set_sync_wait(wait: SyncWait) {
+    use crate::transport::reader::{set_way, Mode};
+    set_way(match wait {
+        SyncWait::Park => Some(Mode::Park),
+        SyncWait::Spin => Some(Mode::Spin),
+        SyncWait::Poll => Some(Mode::Poll),
+        SyncWait::Adaptive => None,
+    });
+}
+
 /// Blocking device/module client (cheap to clone; clones are the same client).
 #[derive(Clone, Debug)]
 pub struct Client {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use common::fault_proxy::{Cut, FaultProxy};
 use common::Collector;
 use futures::stream::{FuturesUnordered, StreamExt};
+use ironhub::blocking::SyncWait;
 use ironhub::{Client, ClientOptions, ConnectionStateChange, ErrorKind, Message};
 use ironhub_emulator::hub::{EventFilter, Hub};
 use ironhub_emulator::{Emulator, EmulatorConfig};
@@ -613,5 +614,133 @@ async fn without_retry_a_send_cut_by_a_drop_is_cancelled() {
     assert_eq!(e.kind(), ErrorKind::OperationCancelled, "{e}");
     f.proxy.heal();
     bounded("a send after the drop", 30, client.send_message(&Message::new("after"))).await.unwrap();
+    client.shutdown().await.unwrap();
+}
+
+/// Blocking sync senders read their own PUBACKs from the connection (`transport/reader.rs`: half
+/// spinning, half in ppoll); the connection is cut under them (RST and FIN in turn) while they do. Every send reported OK is at
+/// the hub, no message is recorded more than twice (QoS 1's one re-send after a cut), every
+/// failure is of a documented kind, and no sender hangs: the threads end within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_while_sync_callers_read_their_pubacks_lose_nothing_and_hang_nothing() {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 400;
+    const CUTS: usize = 12;
+    let f = Faulty::start(EmulatorConfig::default()).await;
+    let options = ClientOptions { operation_timeout: Duration::from_secs(20), ..f.options() };
+    let client = f.device_client("sync-cuts", options);
+    let states = watch_states(&client);
+    client.connect().await.unwrap();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let senders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (bc, progress) = (ironhub::blocking::Client::from_async(client.clone()), progress.clone());
+            std::thread::spawn(move || {
+                ironhub::blocking::set_sync_wait(if t % 2 == 0 { SyncWait::Spin } else { SyncWait::Poll });
+                (0..EACH)
+                    .map(|i| {
+                        let id = t * EACH + i;
+                        let r = bc.send_message(&Message::new(id.to_string()));
+                        progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        (id, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let step = THREADS * EACH / (CUTS as u64 + 3);
+    let mut links_seen = 0;
+    for i in 0..CUTS {
+        bounded("the next cut's turn", 60, async {
+            while progress.load(std::sync::atomic::Ordering::SeqCst) < step * (i as u64 + 1) || connections(&states) <= links_seen {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        links_seen = connections(&states);
+        f.proxy.cut(if i % 2 == 0 { Cut::Reset } else { Cut::Fin });
+    }
+    let outcomes = bounded(
+        "the sync senders",
+        120,
+        tokio::task::spawn_blocking(move || senders.into_iter().flat_map(|s| s.join().expect("sender thread")).collect::<Vec<_>>()),
+    )
+    .await
+    .unwrap();
+    let mut recorded = HashMap::new();
+    recorded_ids(f.env.emu.hub(), "sync-cuts", &mut recorded);
+    let ok: Vec<u64> = outcomes.iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| *id).collect();
+    let lost: Vec<u64> = ok.iter().copied().filter(|id| !recorded.contains_key(id)).collect();
+    let failures: Vec<String> = outcomes.iter().filter_map(|(id, r)| r.as_ref().err().map(|e| format!("{id}: {e}"))).collect();
+    let odd = outcomes.iter().filter(|(_, r)| r.as_ref().is_err_and(|e| !documented_send_failure(e.kind()))).count();
+    let dups = recorded.values().filter(|n| **n > 1).count();
+    println!(
+        "FAULTS sync readers: {} sends on {THREADS} threads through {CUTS} cuts: {} ok, {} failed, lost {}, duplicated {dups}, links {}",
+        outcomes.len(),
+        ok.len(),
+        failures.len(),
+        lost.len(),
+        connections(&states)
+    );
+    assert!(lost.is_empty(), "sends reported OK but not at the hub: {lost:?}");
+    assert_eq!(odd, 0, "undocumented failures: {failures:?}");
+    assert!(recorded.values().all(|n| *n <= 2), "a message recorded more than twice");
+    assert!(connections(&states) > CUTS, "every cut was followed by a reconnect");
+    client.shutdown().await.unwrap();
+}
+
+/// The keep-alive watchdog still sees a black-holed link while a blocking sync caller waits on it
+/// (and polls the socket itself for its PUBACK): the dead link is found within 2 × keep-alive
+/// (`NO_PING_RESPONSE`), and the send is delivered on the replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_is_found_while_a_sync_caller_waits_for_its_puback() {
+    const KEEP_ALIVE: u64 = 2;
+    let f = Faulty::start(EmulatorConfig::default()).await;
+    let client = f.device_client("sync-silent", ClientOptions { keep_alive: KEEP_ALIVE, ..f.options() });
+    let states = common::Collector::<ConnectionStateChange>::new();
+    let s = states.clone();
+    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    client.connect().await.unwrap();
+    states.wait_for(1, 10).await;
+    // A few sync sends first: the spin budget is then tuned to this link's round trips.
+    let bc = ironhub::blocking::Client::from_async(client.clone());
+    for i in 0..20 {
+        bc.send_message(&Message::new(format!("warm {i}"))).unwrap();
+    }
+    f.proxy.black_hole();
+    let cut = Instant::now();
+    // One caller spinning on the socket, one in ppoll on it: neither may look like traffic.
+    let senders: Vec<_> = [SyncWait::Spin, SyncWait::Poll]
+        .into_iter()
+        .map(|way| {
+            let bc = bc.clone();
+            std::thread::spawn(move || {
+                ironhub::blocking::set_sync_wait(way);
+                let r = bc.send_message(&Message::new(format!("into the silence {way:?}")));
+                (r, cut.elapsed())
+            })
+        })
+        .collect();
+    let down = states.wait_for(2, 15).await;
+    let noticed = cut.elapsed();
+    assert!(down.len() >= 2 && !down[1].connected, "{down:?}");
+    assert_eq!(down[1].reason, ironhub::ConnectionReason::NoPingResponse, "{down:?}");
+    assert!(noticed <= Duration::from_millis(2 * KEEP_ALIVE * 1000 + 1_500), "found after {noticed:?}");
+    f.proxy.heal();
+    let done = bounded(
+        "the sync sends into the silence",
+        40,
+        tokio::task::spawn_blocking(move || senders.into_iter().map(|s| s.join().unwrap()).collect::<Vec<_>>()),
+    )
+    .await
+    .unwrap();
+    let filter = EventFilter { device_id: Some("sync-silent".into()), module_id: None };
+    let events = f.env.emu.hub().events_after(&filter, 0);
+    for ((r, took), way) in done.into_iter().zip(["Spin", "Poll"]) {
+        r.expect("delivered on the replacement link");
+        println!("FAULTS sync caller ({way}) in the silence: dead link found after {noticed:?}, send done after {took:?}");
+        let body = format!("into the silence {way}");
+        assert_eq!(events.iter().filter(|e| e.record.body.as_ref() == body.as_bytes()).count(), 1, "{body}: delivered once");
+    }
     client.shutdown().await.unwrap();
 }

@@ -191,3 +191,141 @@ async fn sync_sends_racing_a_large_burst_keep_call_order_and_arrive_once() {
     assert_eq!(s, (0..SYNC).collect::<Vec<_>>(), "the sync sends in call order, each once");
     client.shutdown().await.unwrap();
 }
+
+/// Blocking sync senders read their own PUBACKs (`transport/reader.rs`; spinning, in ppoll, parked
+/// or adaptive) while the network loop reads everything else from the same connection. Many of
+/// them on one client race a pipelined
+/// burst, C2D messages, desired-property patches and method calls: every message arrives once and
+/// in each sender's order, each sync send returns only once the hub holds its message (the hub
+/// acknowledges after recording, so no sender was completed by another's PUBACK), and every C2D
+/// message, patch and method call reaches its handler once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_sync_senders_racing_a_burst_and_hub_traffic_each_complete_their_own() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use ironhub::blocking::SyncWait;
+    const WAYS: [SyncWait; 4] = [SyncWait::Spin, SyncWait::Poll, SyncWait::Park, SyncWait::Adaptive];
+    const THREADS: usize = 8;
+    const EACH: usize = 150;
+    const BURST: usize = 2_000;
+    const C2D: usize = 30;
+    const PATCHES: usize = 30;
+    const METHODS: usize = 20;
+    let env = common::start().await;
+    let device = "sync-readers";
+    let opts = ironhub::ClientOptions { max_queued_messages: 5_000, ..env.options() };
+    let client = ironhub::Client::create_from_connection_string(&env.device(device), opts).unwrap();
+    let c2d = common::Collector::<String>::new();
+    let patches = common::Collector::<u64>::new();
+    let methods = common::Collector::<String>::new();
+    let c = c2d.clone();
+    client
+        .on_message_received(Some(Arc::new(move |m: Message| c.push(String::from_utf8_lossy(&m.data).into_owned()))))
+        .await
+        .unwrap();
+    let p = patches.clone();
+    client
+        .on_twin_desired_properties_patch_received(Some(Arc::new(move |v: serde_json::Value| {
+            p.push(v["n"].as_u64().unwrap_or(u64::MAX))
+        })))
+        .await
+        .unwrap();
+    let (m, responder) = (methods.clone(), ironhub::blocking::Client::from_async(client.clone()));
+    client
+        .on_method_request_received(Some(Arc::new(move |r: ironhub::MethodRequest| {
+            m.push(r.name.clone());
+            let resp = ironhub::MethodResponse::new(r.request_id, 200, Some(serde_json::json!({"echo": r.name})));
+            responder.send_method_response(&resp).expect("method response");
+        })))
+        .await
+        .unwrap();
+    client.connect().await.unwrap();
+
+    let failed = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (bc, hub, failed) = (ironhub::blocking::Client::from_async(client.clone()), env.emu.hub().clone(), failed.clone());
+            std::thread::spawn(move || {
+                // Every way of waiting at once, each thread its own.
+                ironhub::blocking::set_sync_wait(WAYS[t % WAYS.len()]);
+                let filter = ironhub_emulator::hub::EventFilter { device_id: Some(device.into()), module_id: None };
+                for i in 0..EACH {
+                    let body = format!("t{t} {i}");
+                    if let Err(e) = bc.send_message(&Message::new(body.clone())) {
+                        failed.store(true, Ordering::SeqCst);
+                        panic!("{body}: {e}");
+                    }
+                    let held = hub.events_after(&filter, 0).iter().any(|e| e.record.body.as_ref() == body.as_bytes());
+                    assert!(held, "{body}: the send returned before the hub had the message");
+                }
+            })
+        })
+        .collect();
+    let burst = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            let futs: Vec<_> = (0..BURST).map(|i| c.send_message_pipelined(&Message::new(format!("b {i}")))).collect();
+            futures::future::join_all(futs).await
+        })
+    };
+    let svc = ironhub::service::ServiceClient::from_connection_string(
+        env.emu.service_connection_string(),
+        ironhub::service::ServiceOptions { ca_pem: Some(env.emu.ca_pem().to_string()), timeout: Duration::from_secs(30) },
+    )
+    .unwrap();
+    for i in 0..C2D.max(PATCHES).max(METHODS) {
+        if i < C2D {
+            env.c2d(device, serde_json::json!({"bodyText": format!("c{i}")})).await;
+        }
+        if i < PATCHES {
+            env.service.update_twin(device, None, &serde_json::json!({"properties": {"desired": {"n": i}}}), None).await.unwrap();
+        }
+        if i < METHODS {
+            let req = ironhub::service::DirectMethodRequest {
+                method_name: format!("m{i}"),
+                payload: serde_json::json!({}),
+                response_timeout_in_seconds: 30,
+                connect_timeout_in_seconds: 0,
+            };
+            let r = svc.invoke_method(device, None, &req).await.expect("method call");
+            assert_eq!(r.status, 200, "m{i}");
+        }
+    }
+    let results = tokio::time::timeout(Duration::from_secs(120), burst).await.expect("burst ends").unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "every burst send succeeded");
+    let joined = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || senders.into_iter().map(|s| s.join().is_ok()).collect::<Vec<_>>()),
+    )
+    .await
+    .expect("sync senders end")
+    .unwrap();
+    assert!(joined.iter().all(|ok| *ok) && !failed.load(Ordering::SeqCst), "every sync sender finished cleanly");
+
+    let filter = ironhub_emulator::hub::EventFilter { device_id: Some(device.into()), module_id: None };
+    let mut per_thread = vec![Vec::new(); THREADS];
+    let mut burst_seen = Vec::new();
+    for e in env.emu.hub().events_after(&filter, 0) {
+        let body = String::from_utf8_lossy(&e.record.body).into_owned();
+        let (tag, n) = body.split_once(' ').unwrap();
+        let n: usize = n.parse().unwrap();
+        match tag {
+            "b" => burst_seen.push(n),
+            t => per_thread[t[1..].parse::<usize>().unwrap()].push(n),
+        }
+    }
+    for (t, seen) in per_thread.iter().enumerate() {
+        assert_eq!(*seen, (0..EACH).collect::<Vec<_>>(), "thread {t}: in call order, each once");
+    }
+    assert_eq!(burst_seen, (0..BURST).collect::<Vec<_>>(), "the burst in call order, each once");
+    let got = c2d.wait_for(C2D, 30).await;
+    let mut want: Vec<String> = (0..C2D).map(|i| format!("c{i}")).collect();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    want.sort();
+    assert_eq!(got_sorted, want, "every C2D message once");
+    let seen = patches.wait_for(PATCHES, 30).await;
+    assert_eq!(seen, (0..PATCHES as u64).collect::<Vec<_>>(), "every patch once, in order");
+    assert_eq!(methods.items().len(), METHODS, "every method call reached its handler once");
+    client.shutdown().await.unwrap();
+}

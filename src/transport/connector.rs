@@ -3,6 +3,7 @@
 //! and the hub's CONNACK. The result is a [`Stream`] the loop owns, so it can end every connection
 //! with an MQTT DISCONNECT and a TLS `close_notify`.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,12 +64,45 @@ fn io(e: impl std::fmt::Display) -> ConnectFailure {
 /// `poll_write_vectored` to its default makes rustls use them.
 pub(crate) struct Tcp(pub(crate) TcpStream);
 
+thread_local! {
+    /// This thread is a sync caller reading its PUBACK (`reader::LinkReader`): `Tcp` reads the
+    /// socket directly instead of waiting for the runtime's reactor to report it readable.
+    static DIRECT_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a poll of a TLS read on this thread) with direct socket reads: a caller spinning for
+/// its PUBACK must see the bytes as soon as the kernel has them, not after a runtime worker has
+/// woken from epoll to mark the socket readable (the wake-up the spin is there to avoid).
+pub(crate) fn direct_read<T>(f: impl FnOnce() -> T) -> T {
+    DIRECT_READ.with(|d| d.set(true));
+    let r = f();
+    DIRECT_READ.with(|d| d.set(false));
+    r
+}
+
 impl tokio::io::AsyncRead for Tcp {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if DIRECT_READ.with(|d| d.get()) {
+            use std::io::Read;
+            // The socket is non-blocking (tokio's): WouldBlock falls through to tokio's read,
+            // which registers the waker (the loop's) for readiness.
+            let sock = socket2::SockRef::from(&self.0);
+            loop {
+                match (&*sock).read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
@@ -136,11 +170,15 @@ impl Stream {
         }
     }
 
-    /// A TLS stream split into its read half (kept by the network loop) and its write half
-    /// (shared with callers: `writer::LinkWriter`); a WebSocket stream is given back whole.
-    pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf), Stream> {
+    /// A TLS stream split into its read half (`reader::LinkReader`), its write half
+    /// (`writer::LinkWriter`) and its socket's descriptor; a WebSocket stream is given back whole.
+    pub fn split(self) -> Result<(TlsReadHalf, TlsWriteHalf, RawFd), Stream> {
         match self {
-            Stream::Tls(s) => Ok(tokio::io::split(*s)),
+            Stream::Tls(s) => {
+                let fd = s.get_ref().0 .0.as_raw_fd();
+                let (r, w) = tokio::io::split(*s);
+                Ok((r, w, fd))
+            }
             #[cfg(feature = "websocket")]
             ws @ Stream::Ws(_) => Err(ws),
         }

@@ -1,6 +1,7 @@
 //! Network transports: TLS configuration (`tls`), the TCP connection direct or through a proxy
-//! (`proxy`), opening an MQTT connection (`connector`), the MQTT connection task (`mqtt`), the HTTPS
-//! client (`http`) and the HTTP/1.1 connection under it and under the Edge workload API's (`http1`).
+//! (`proxy`), opening an MQTT connection (`connector`), the MQTT connection task (`mqtt`) and its
+//! shared output (`writer`) and input (`reader`), the HTTPS client (`http`) and the HTTP/1.1
+//! connection under it and under the Edge workload API's (`http1`).
 
 pub(crate) mod connector;
 #[cfg(feature = "https")]
@@ -9,5 +10,6 @@ pub mod http;
 pub(crate) mod http1;
 pub mod proxy;
 pub(crate) mod mqtt;
+pub(crate) mod reader;
 pub(crate) mod writer;
 pub mod tls;

@@ -10,7 +10,9 @@
 //! link's output buffer (packet id assigned there, `writer::LinkWriter`). The only publish in
 //! flight (a sync send) is written by its caller from its own thread on the TLS write half the
 //! loop shares; otherwise the loop writes everything queued in one write: a burst of sends costs
-//! one TLS record and one syscall, a sync send one wake-up (the PUBACK's).
+//! one TLS record and one syscall. A blocking caller waiting for that one PUBACK may read it
+//! itself from the TLS read half the loop shares (`reader::LinkReader`) instead of waiting for
+//! the loop to be woken for it.
 //! Unacknowledged publishes are kept (encoded) across reconnects and renewals and re-sent with DUP
 //! set, except those whose caller already gave up (told "outcome unknown": never re-sent silently).
 //! Every connection ends with an MQTT DISCONNECT (when the loop stops) and a TLS `close_notify`.
@@ -24,11 +26,12 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Disconnect, Packet, PingReq, PubAck, Subscribe, SubscribeFilter, Unsubscribe};
 pub(crate) use rumqttc::Publish;
 use rumqttc::{ConnectReturnCode, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::connector::{self, ConnectFailure, ConnectParams, Stream, TlsReadHalf, READ_CHUNK};
+use super::connector::{self, ConnectFailure, ConnectParams, Stream};
+use super::reader::LinkReader;
 use super::writer::LinkWriter;
 use crate::auth::{Authenticator, CurrentToken};
 use crate::error::{Error, ErrorKind, Result};
@@ -40,7 +43,7 @@ pub(crate) const MAX_IN_FLIGHT: usize = 64;
 /// Packet ids of publishes are drawn from 1..=PUBLISH_PKIDS; SUBSCRIBE/UNSUBSCRIBE use the ids above.
 const PUBLISH_PKIDS: u16 = 32_767;
 /// Largest packet accepted from the hub (twin documents, 128 KB method payloads, 64 KB C2D).
-const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+pub(crate) const MAX_INCOMING_PACKET: usize = 1024 * 1024;
 /// Largest packet sent, and the hub's limit a message is checked against before it is queued:
 /// a 256 KB message plus its topic.
 pub(crate) const MAX_OUTGOING_PACKET: usize = 256 * 1024 + 64 * 1024;
@@ -201,9 +204,11 @@ pub(crate) struct Link {
     control: mpsc::UnboundedSender<Control>,
     status: watch::Receiver<LinkStatus>,
     tracker: Mutex<Tracker>,
-    /// The packets queued for the connection and its shared write half (lock order: `tracker`,
-    /// then `writer`).
+    /// The packets queued for the connection and its shared write half (lock order: `reader`,
+    /// then `tracker`, then `writer`).
     writer: LinkWriter,
+    /// The shared read half and read buffer of a TLS connection (see `reader` for its rules).
+    pub(super) reader: LinkReader,
     /// SUBACKs received (never above `subs_sent`): subscription waiters compare against it.
     subs_acked: watch::Sender<u64>,
     finished: watch::Receiver<bool>,
@@ -234,6 +239,7 @@ impl Link {
             status: status_rx,
             tracker: Mutex::new(Tracker::default()),
             writer: LinkWriter::new(),
+            reader: LinkReader::new(),
             subs_acked: watch::channel(0).0,
             finished: finished_rx,
             paused: watch::channel(false).0,
@@ -260,7 +266,6 @@ impl Link {
                 signing: None,
                 reconnect_when_signed: false,
                 token_notified: None,
-                last_rx: Instant::now(),
                 next_ping: None,
                 timer: Box::pin(tokio::time::sleep_until(crate::runtime::deadline_after(Duration::MAX))),
                 timer_at: None,
@@ -327,7 +332,7 @@ impl Link {
     /// Queues a QoS 1 publish; the entry's `done` receives its PUBACK outcome. A publish its
     /// caller abandoned meanwhile is dropped here (withdrawn, never written). Encoded here, on
     /// the caller's thread, straight into the output buffer.
-    pub fn enqueue_publish(&self, topic: String, payload: Vec<u8>, entry: Entry) {
+    pub fn enqueue_publish(self: &Arc<Self>, topic: String, payload: Vec<u8>, entry: Entry) {
         let mut p = Publish::new(topic, QoS::AtLeastOnce, payload);
         let mut t = self.tracker();
         if let Some(e) = &t.closed {
@@ -356,8 +361,12 @@ impl Link {
         // not woken for it. Under load the loop batches everything queued into one write.
         let alone = t.by_pkid.len() == 1;
         drop(t);
-        if queued_first && !(alone && self.writer.write_now()) {
-            self.writer.notify_loop();
+        if queued_first {
+            if alone && self.writer.write_now() {
+                super::reader::offer(self);
+            } else {
+                self.writer.notify_loop();
+            }
         }
     }
 
@@ -448,7 +457,7 @@ impl Link {
         self.subs_acked.send_modify(|a| *a = (*a + 1).min(sent));
     }
 
-    fn on_puback(&self, pkid: u16) {
+    pub(super) fn on_puback(&self, pkid: u16) {
         let done = self.tracker().by_pkid.remove(&pkid);
         if let Some(t) = done {
             t.entry.complete(Ok(()));
@@ -594,17 +603,21 @@ enum Step {
 enum Conn {
     /// WebSocket: the loop reads and writes the whole stream.
     Whole(Stream),
-    /// TLS: the loop reads; writes go through the link's shared write half (`LinkWriter`).
-    Split(TlsReadHalf),
+    /// TLS: reads go through the link's shared read half (`LinkReader`), writes through its
+    /// shared write half (`LinkWriter`).
+    Split,
 }
 
-async fn read_opt(conn: &mut Option<Conn>, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_opt(conn: &mut Option<Conn>, buf: &mut BytesMut, reader: &LinkReader) -> std::io::Result<usize> {
     match conn {
-        Some(Conn::Whole(c)) => c.read(buf).await,
-        Some(Conn::Split(r)) => {
-            buf.reserve(READ_CHUNK);
-            r.read_buf(buf).await
+        Some(Conn::Whole(c)) => {
+            let n = c.read(buf).await?;
+            if n > 0 {
+                reader.mark_rx();
+            }
+            Ok(n)
         }
+        Some(Conn::Split) => std::future::poll_fn(|cx| reader.poll_read(cx)).await,
         None => std::future::pending().await,
     }
 }
@@ -620,7 +633,8 @@ struct NetworkLoop {
     link: Arc<Link>,
     /// The current connection, after its CONNACK.
     conn: Option<Conn>,
-    /// Bytes read from the hub not yet parsed into packets.
+    /// Bytes read from a WebSocket connection not yet parsed into packets (a TLS connection's
+    /// are in the link's `reader`).
     rbuf: BytesMut,
     /// A connection being opened by the connector task.
     connecting: Option<Opening>,
@@ -642,7 +656,6 @@ struct NetworkLoop {
     reconnect_when_signed: bool,
     /// Expiry of the given token for which `SasTokenRequired` was reported already.
     token_notified: Option<u64>,
-    last_rx: Instant,
     next_ping: Option<Instant>,
     /// The loop's one timer, armed for `timer_at` (the earliest of its deadlines).
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
@@ -722,7 +735,7 @@ impl NetworkLoop {
                     Some(out) => s.write_all(out).await,
                     None => Ok(()),
                 },
-                Some(Conn::Split(_)) => std::future::poll_fn(|cx| writer.poll_flush_all(cx)).await,
+                Some(Conn::Split) => std::future::poll_fn(|cx| writer.poll_flush_all(cx)).await,
                 None => Ok(()),
             }
         };
@@ -735,8 +748,10 @@ impl NetworkLoop {
     /// Ends the connection politely: what is queued (acks), DISCONNECT, TLS close_notify.
     async fn close_connection(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        // Callers stop writing first (what they queue now waits for the next connection).
+        // Callers stop writing and reading first (what they queue now waits for the next
+        // connection; what was read and not parsed goes with this one).
         let half = self.link.writer.detach();
+        let _read = self.link.reader.detach();
         let mut goodbye = BytesMut::new();
         if let Some(queued) = self.link.writer.take() {
             goodbye.extend_from_slice(&queued);
@@ -750,12 +765,12 @@ impl NetworkLoop {
                     let _ = s.write_all(goodbye.freeze()).await;
                     s.close().await;
                 }
-                (Conn::Split(_read), Some(mut w)) => {
+                (Conn::Split, Some(mut w)) => {
                     let _ = w.write_all(&goodbye).await;
                     let _ = w.flush().await;
                     let _ = w.shutdown().await;
                 }
-                (Conn::Split(_), None) => {}
+                (Conn::Split, None) => {}
             }
         };
         let _ = tokio::time::timeout(CLOSE_BOUND, write).await;
@@ -767,6 +782,7 @@ impl NetworkLoop {
     fn lose_connection(&mut self, err: Error, reason: ConnectionReason) -> Option<(Error, Option<ConnectionReason>)> {
         self.conn = None;
         drop(self.link.writer.detach());
+        drop(self.link.reader.detach());
         self.rbuf = BytesMut::new();
         self.next_ping = None;
         self.link.go_offline();
@@ -798,7 +814,7 @@ impl NetworkLoop {
             } else {
                 None
             };
-            let silent_at = connected.then(|| self.last_rx + 2 * self.keep_alive());
+            let silent_at = connected.then(|| self.link.reader.last_rx() + 2 * self.keep_alive());
             let may_connect = !connected
                 && self.connecting.is_none()
                 && self.retry_at.is_none()
@@ -836,7 +852,7 @@ impl NetworkLoop {
                     }
                 }
                 r = recv_opt(&mut self.connecting) => Step::Opened(r),
-                r = read_opt(&mut self.conn, &mut self.rbuf) => Step::Read(r),
+                r = read_opt(&mut self.conn, &mut self.rbuf, &self.link.reader) => Step::Read(r),
                 _ = self.link.writer.notified(), if connected => Step::Write,
             };
             let failure = match step {
@@ -890,6 +906,10 @@ impl NetworkLoop {
                     }
                     None
                 }
+                Step::Silent if self.link.reader.last_rx() + 2 * self.keep_alive() > Instant::now() => {
+                    // A sync caller read from the hub since the timer was set: not silent.
+                    None
+                }
                 Step::Silent => {
                     log::info!("{}: nothing from the hub for 2 x keep-alive: the link is dead", self.cfg.client_id);
                     let err = Error::ConnectionDropped("no ping response from the hub".into());
@@ -900,13 +920,17 @@ impl NetworkLoop {
                     match r {
                         Some(Ok((stream, rest))) => {
                             self.conn = Some(match stream.split() {
-                                Ok((read, write)) => {
+                                Ok((read, write, fd)) => {
                                     self.link.writer.attach(write);
-                                    Conn::Split(read)
+                                    self.link.reader.attach(read, fd, rest);
+                                    Conn::Split
                                 }
-                                Err(whole) => Conn::Whole(whole),
+                                Err(whole) => {
+                                    self.rbuf = rest;
+                                    self.link.reader.mark_rx();
+                                    Conn::Whole(whole)
+                                }
                             });
-                            self.rbuf = rest;
                             if !self.connection_up() {
                                 break (Error::OperationCancelled, None);
                             }
@@ -935,10 +959,7 @@ impl NetworkLoop {
                     let err = Error::ConnectionDropped("the hub closed the connection".into());
                     self.lose_connection(err, ConnectionReason::CommunicationError)
                 }
-                Step::Read(Ok(_)) => {
-                    self.last_rx = Instant::now();
-                    self.parse_packets()
-                }
+                Step::Read(Ok(_)) => self.parse_packets(),
                 Step::Read(Err(e)) => {
                     let err = Error::ConnectionDropped(format!("reading from the hub: {e}"));
                     self.lose_connection(err, ConnectionReason::CommunicationError)
@@ -973,7 +994,6 @@ impl NetworkLoop {
         self.ever_connected = true;
         self.attempt = 0;
         self.outage_since = None;
-        self.last_rx = Instant::now();
         let ka = self.keep_alive();
         self.next_ping = (!ka.is_zero()).then(|| Instant::now() + ka);
         self.link.go_online();
@@ -988,28 +1008,42 @@ impl NetworkLoop {
         alive
     }
 
-    /// Handles every complete packet in the read buffer; a malformed one drops the connection.
+    /// The next complete packet read from the hub (`Ok(None)`: none complete yet).
+    fn next_packet(&mut self) -> std::result::Result<Option<Packet>, rumqttc::mqttbytes::Error> {
+        if matches!(self.conn, Some(Conn::Split)) {
+            return self.link.reader.next_packet();
+        }
+        match Packet::read(&mut self.rbuf, MAX_INCOMING_PACKET) {
+            Ok(p) => Ok(Some(p)),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                // Everything consumed: give the buffer back (an idle client then holds no read
+                // buffer, and a large packet's growth is not kept).
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::new();
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles every complete packet read; a malformed one drops the connection. Packets are
+    /// taken one at a time, so a caller may handle the PUBACKs behind a packet being handled here.
     fn parse_packets(&mut self) -> Option<(Error, Option<ConnectionReason>)> {
         loop {
-            match Packet::read(&mut self.rbuf, MAX_INCOMING_PACKET) {
-                Ok(p) => {
+            match self.next_packet() {
+                Ok(Some(p)) => {
                     if !self.handle_packet(p) {
                         return Some((Error::OperationCancelled, None));
                     }
                 }
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
+                Ok(None) => return None,
                 Err(e) => {
                     let err = Error::ConnectionDropped(format!("malformed packet from the hub: {e}"));
                     return self.lose_connection(err, ConnectionReason::CommunicationError);
                 }
             }
         }
-        // Everything consumed: give the buffer back (an idle client then holds no read buffer,
-        // and a large packet's growth is not kept); the next read takes a fresh READ_CHUNK.
-        if self.rbuf.is_empty() {
-            self.rbuf = BytesMut::new();
-        }
-        None
     }
 
     fn retry_interval(&self) -> Duration {
