@@ -45,9 +45,18 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let task = handle().spawn(HandlerContext::capture().wrap(fut));
+    // One task type for every caller: the future is boxed and its output handed back through a
+    // slot, so tokio's task machinery (harness, cell, task-local scope) is instantiated once
+    // rather than once per blocking call site.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let out = slot.clone();
+    let erased: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+        let v = fut.await;
+        *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    });
+    let task = handle().spawn(HandlerContext::capture().wrap(erased));
     match futures::executor::block_on(task) {
-        Ok(v) => v,
+        Ok(()) => slot.lock().unwrap_or_else(|p| p.into_inner()).take().expect("the task set its output"),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => panic!("ironhub runtime task was cancelled"),
     }
