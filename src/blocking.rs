@@ -22,18 +22,18 @@ use crate::Identity;
 /// thread (`docs/architecture.md`, "The sync caller reads its own PUBACK").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncWait {
-    /// Park at once; the network loop reads the PUBACK and wakes the thread (the default).
+    /// Park at once; the network loop reads the PUBACK and wakes the thread.
     Park,
     /// Re-read the socket for a short budget, then park.
     Spin,
     /// Block in ppoll(2) on the socket, then park.
     Poll,
-    /// The way that has been quickest lately on that connection.
+    /// The way that has been quickest lately on that connection (the default).
     Adaptive,
 }
 
 /// Sets how this thread's blocking sends wait for their PUBACK (a tuning and diagnostic knob;
-/// `IRONHUB_SYNC_WAIT=spin|poll|adaptive` sets the process default, parking otherwise).
+/// `IRONHUB_SYNC_WAIT=park|spin|poll|adaptive` sets the process default, adaptive otherwise).
 pub fn set_sync_wait(wait: SyncWait) {
     use crate::transport::reader::{set_way, Mode};
     set_way(match wait {

@@ -6,8 +6,9 @@
 //! publish in flight (`writer::LinkWriter::write_now`) may instead read its PUBACK itself, from its
 //! own thread, while it waits (`runtime::wait` → `Assist::wait`): spinning on the socket for a
 //! short budget, or blocked in ppoll(2) on it, or whichever way has been quickest lately on this
-//! link (`Waits`), as `blocking::set_sync_wait` / `IRONHUB_SYNC_WAIT` say; by default it parks as
-//! before (no way measured better on a busy host).
+//! link (`Waits`, the default), as `blocking::set_sync_wait` / `IRONHUB_SYNC_WAIT` say. On an idle
+//! machine the adaptive choice settles on spinning (about twice the rate of parking, docs/benchmarks.md);
+//! on a busy one it settles on parking or ppoll, which is what measured best there.
 //!
 //! Rules (the loop owns the connection; a caller only helps):
 //! - Everything read goes into `rbuf` and is parsed from its front, under `state`'s lock, by whoever
@@ -416,16 +417,16 @@ pub(crate) fn set_way(way: Way) {
     CONFIGURED.with(|c| c.set(Some(way)));
 }
 
-/// This thread's way, else the process default: `IRONHUB_SYNC_WAIT=spin|poll|adaptive` (read
-/// once), else parking, as before the caller could read (what measured best on a busy host).
+/// This thread's way, else the process default: `IRONHUB_SYNC_WAIT=park|spin|poll|adaptive` (read
+/// once), else adaptive (it costs a busy host nothing over parking and doubles an idle one's rate).
 fn way() -> Way {
     static DEFAULT: std::sync::OnceLock<Way> = std::sync::OnceLock::new();
     CONFIGURED.with(Cell::get).unwrap_or_else(|| {
         *DEFAULT.get_or_init(|| match std::env::var("IRONHUB_SYNC_WAIT").as_deref() {
             Ok("spin") => Some(Mode::Spin),
             Ok("poll") => Some(Mode::Poll),
-            Ok("adaptive") => None,
-            _ => Some(Mode::Park),
+            Ok("park") => Some(Mode::Park),
+            _ => None,
         })
     })
 }
