@@ -72,6 +72,8 @@ pub fn runtime_handle() -> &'static tokio::runtime::Handle {
     runtime::handle()
 }
 
+pub use runtime::wait_on_this_thread;
+
 /// The crate version (equal to Cargo.toml's).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -149,29 +149,62 @@ thread_local! {
 /// quickest lately (`reader::Assist`), then parks. The runtime is entered so the future's timer
 /// registers with it.
 pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
+    match wait_on_this_thread(|| fut, None, || Ok::<(), std::convert::Infallible>(())) {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
+}
+
+/// Makes a future with `make` and blocks the calling thread until it is ready, as
+/// [`crate::blocking::Client`]'s sends wait: polled on this thread, and a send that `make` (or a
+/// poll) writes from this thread as the only one in flight has its PUBACK read by this thread
+/// (`reader::Assist`: spinning, ppoll or parking, as measured quickest on that link). For layers
+/// that keep their own blocking loop (the Python wheel releases the GIL around it): every `tick`,
+/// `on_tick` runs on this thread, and an error from it abandons the wait (the future is dropped).
+pub fn wait_on_this_thread<F, M, E>(
+    make: M,
+    tick: Option<Duration>,
+    mut on_tick: impl FnMut() -> std::result::Result<(), E>,
+) -> std::result::Result<F::Output, E>
+where
+    M: FnOnce() -> F,
+    F: Future,
+{
     let _enter = handle().enter();
     let started = Instant::now();
+    let (fut, mut assist) = Assist::offered_by(make, started);
     THREAD_WAKER.with(|tw| {
         let waker = futures::task::waker_ref(tw);
         let mut cx = Context::from_waker(&waker);
         let mut fut = pin!(fut);
-        let mut assist = None;
+        let mut next_tick = tick.map(|t| std::time::Instant::now() + t);
         loop {
             tw.woken.store(false, Ordering::SeqCst);
-            let (r, offered) = Assist::poll_offered(fut.as_mut(), &mut cx, started);
+            let (r, offered) = Assist::offered_by(|| fut.as_mut().poll(&mut cx), started);
             assist = offered.or(assist);
             if let Poll::Ready(v) = r {
                 // The future's state (its timer too) was dropped as it completed, in that poll.
                 if let Some(a) = assist {
                     a.finish();
                 }
-                return v;
+                return Ok(v);
             }
             if let Some(a) = &assist {
                 a.wait(tw);
             }
             while !tw.is_woken() {
-                std::thread::park();
+                match (next_tick, tick) {
+                    (Some(at), Some(every)) => {
+                        let now = std::time::Instant::now();
+                        if now >= at {
+                            on_tick()?;
+                            next_tick = Some(now + every);
+                        } else {
+                            std::thread::park_timeout(at - now);
+                        }
+                    }
+                    _ => std::thread::park(),
+                }
             }
         }
     })

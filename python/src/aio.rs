@@ -103,10 +103,11 @@ where
 }
 
 /// Makes the core future (`make`) and waits for it on the calling thread, in one release of the
-/// GIL: no task is spawned and no other thread is woken to poll it, so a sync call costs one
-/// wake-up each way (the network task's and the caller's). The thread enters the core runtime
-/// (timers and sockets register there) and wakes every `SIGNAL_CHECK` to run Python's signal
-/// handlers with the GIL; an interrupted operation is abandoned (its future dropped).
+/// GIL, the way the core's blocking calls wait (`ironhub::wait_on_this_thread`): no task is
+/// spawned and no other thread is woken to poll it, and a sync send written from this thread reads
+/// its own PUBACK (spinning, ppoll or parking, whichever the link measured quickest). The thread
+/// wakes every `SIGNAL_CHECK` to run Python's signal handlers with the GIL; an interrupted
+/// operation is abandoned (its future dropped).
 pub fn wait<F, M>(py: Python<'_>, make: M) -> PyResult<F::Output>
 where
     M: FnOnce() -> F + Send,
@@ -114,9 +115,7 @@ where
     F::Output: Send,
 {
     py.detach(move || {
-        let _runtime = ironhub::runtime_handle().enter();
-        let fut = std::pin::pin!(make());
-        poll_on_this_thread(fut)
+        ironhub::wait_on_this_thread(make, Some(SIGNAL_CHECK), || Python::attach(|py| py.check_signals()))
     })
 }
 
@@ -129,44 +128,6 @@ where
 {
     let context = ironhub::HandlerContext::capture();
     wait(py, move || context.wrap(fut))
-}
-
-/// The waker of a thread that waits in `poll_on_this_thread`: it unparks that thread.
-struct ThreadWaker(std::thread::Thread);
-
-impl std::task::Wake for ThreadWaker {
-    fn wake(self: std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-thread_local! {
-    /// One waker per thread, made once: a wait allocates nothing.
-    static WAKER: std::task::Waker = std::sync::Arc::new(ThreadWaker(std::thread::current())).into();
-}
-
-/// Polls `fut` to completion, parking between wake-ups; every `SIGNAL_CHECK` takes the GIL to
-/// run Python's signal handlers and gives up with their exception (e.g. `KeyboardInterrupt`).
-fn poll_on_this_thread<F: Future>(mut fut: Pin<&mut F>) -> PyResult<F::Output> {
-    WAKER.with(|waker| {
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut next_check = std::time::Instant::now() + SIGNAL_CHECK;
-        loop {
-            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-                return Ok(v);
-            }
-            let now = std::time::Instant::now();
-            if now >= next_check {
-                Python::attach(|py| py.check_signals())?;
-                next_check = now + SIGNAL_CHECK;
-            }
-            // Returns early on `unpark` (the future's wake-up) or spuriously: either way, poll again.
-            std::thread::park_timeout(next_check.saturating_duration_since(now));
-        }
-    })
 }
 
 /// A send's outcome on its way to the event loop: the asyncio future and what resolves it.

@@ -344,17 +344,14 @@ pub(crate) struct Assist {
 }
 
 impl Assist {
-    /// Polls `fut` once as a blocking caller; returns the assist the poll offered, if any.
+    /// Runs `step` (making a send, or polling one) as a blocking caller; returns what it returned
+    /// and the assist it offered, if any (it wrote the only publish in flight from this thread).
     /// `since`: when the caller's send began. A way is judged by the whole call, write and last
     /// poll included: spinning looked quicker between write and PUBACK than the call it made
     /// (the runtime worker, still woken for the PUBACK, overlaps the end of the call).
-    pub fn poll_offered<F: Future>(
-        fut: std::pin::Pin<&mut F>,
-        cx: &mut Context<'_>,
-        since: Instant,
-    ) -> (Poll<F::Output>, Option<Assist>) {
+    pub fn offered_by<R>(step: impl FnOnce() -> R, since: Instant) -> (R, Option<Assist>) {
         WAITING.with(|w| w.set(true));
-        let r = fut.poll(cx);
+        let r = step();
         WAITING.with(|w| w.set(false));
         let link = OFFERED.with(|o| o.borrow_mut().take());
         let assist = link.and_then(|link| {
