@@ -32,15 +32,18 @@ fn proc_status(field: &str) -> f64 {
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
-/// CPU time of this process (user + system) and its context switches, from /proc/self/stat and status.
+/// CPU time of this process (user + system, µs) and its context switches, every thread counted:
+/// `getrusage(RUSAGE_SELF)`, as `benches/c/bench_common.h` measures the C sides (the switches in
+/// `/proc/self/status` are the main thread's alone, which hid the runtime worker's wake-ups).
 fn usage() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_comm = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after_comm.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
-    // Fields 14 and 15 (utime, stime) in clock ticks; after the comm they are at 11 and 12.
-    let ticks = 100.0;
-    let cpu_us = (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / ticks * 1e6;
-    (cpu_us, proc_status("voluntary_ctxt_switches:") + proc_status("nonvoluntary_ctxt_switches:"))
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    (us(ru.ru_utime) + us(ru.ru_stime), (ru.ru_nvcsw + ru.ru_nivcsw) as f64)
 }
 
 fn emit_rate(prefix: &str, n: usize, started: Instant, u0: (f64, f64)) {
