@@ -27,6 +27,7 @@ impl AckOnDrop {
         // Only the packet id and QoS matter for the PUBACK: no copy of the topic or payload.
         let mut header = Publish::new("", p.qos, Bytes::new());
         header.pkid = p.pkid;
+        link.owe_ack(&header);
         AckOnDrop { link: link.clone(), header: Some(header) }
     }
 
@@ -39,7 +40,9 @@ impl AckOnDrop {
 
     /// Drops without acknowledging (nobody took the message).
     fn disarm(mut self) {
-        self.header = None;
+        if let Some(h) = self.header.take() {
+            self.link.forgive_ack(&h);
+        }
     }
 }
 

@@ -175,6 +175,10 @@ struct Tracker {
     next_seq: u64,
     /// SUBSCRIBE packets queued on this link.
     subs_sent: u64,
+    /// Publishes from the hub (QoS 1) handed to the session whose PUBACK is not queued yet (a C2D
+    /// handler still running): a renewal waits for them too, or a PUBACK queued while the old
+    /// connection closes would be lost and the hub would deliver the message a second time.
+    acks_owed: usize,
     closed: Option<Error>,
 }
 
@@ -324,9 +328,30 @@ impl Link {
         self.paused.send_if_modified(|p| std::mem::replace(p, on) != on);
     }
 
-    /// No publish waiting for its PUBACK.
+    /// No publish waiting for its PUBACK, and no PUBACK owed to the hub.
     fn idle(&self) -> bool {
-        self.tracker().by_pkid.is_empty()
+        let t = self.tracker();
+        t.by_pkid.is_empty() && t.acks_owed == 0
+    }
+
+    /// A QoS 1 publish from the hub was handed up: its PUBACK (`ack`) or its release (`forgive`)
+    /// follows exactly once.
+    pub fn owe_ack(&self, publish: &Publish) {
+        if publish.qos != QoS::AtMostOnce {
+            self.tracker().acks_owed += 1;
+        }
+    }
+
+    /// An owed PUBACK will not be sent (nobody took the message: the hub redelivers it).
+    pub fn forgive_ack(&self, publish: &Publish) {
+        if publish.qos != QoS::AtMostOnce {
+            let mut t = self.tracker();
+            t.acks_owed = t.acks_owed.saturating_sub(1);
+            if t.acks_owed == 0 {
+                // A renewal may be waiting for this.
+                self.writer.notify_loop();
+            }
+        }
     }
 
     /// Queues a QoS 1 publish; the entry's `done` receives its PUBACK outcome. A publish its
@@ -427,9 +452,14 @@ impl Link {
         if publish.qos == QoS::AtMostOnce {
             return;
         }
+        let mut t = self.tracker();
+        t.acks_owed = t.acks_owed.saturating_sub(1);
         if let Ok(packet) = encode(|b| PubAck::new(publish.pkid).write(b)) {
-            let mut t = self.tracker();
             self.queue_control(&mut t, &packet);
+        }
+        if t.acks_owed == 0 {
+            // A renewal may be waiting for this (offline, `queue_control` wakes nobody).
+            self.writer.notify_loop();
         }
     }
 
