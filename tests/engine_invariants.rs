@@ -544,19 +544,26 @@ async fn no_send_callback_runs_after_shutdown_returns() {
     hold.abort();
 }
 
+/// A client of a new device whose `ttl`-second tokens renew at half-life, and the connection
+/// state changes it reports (a renewal must report none).
+fn renewing_client(env: &common::Env, device_id: &str, ttl: u64) -> (Client, common::Collector<ConnectionStateChange>) {
+    let cs = env.device(device_id);
+    let client =
+        Client::create_from_connection_string(&cs, ironhub::ClientOptions { sastoken_ttl: Some(ttl), ..env.options() }).unwrap();
+    let states = common::Collector::<ConnectionStateChange>::new();
+    let s = states.clone();
+    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    (client, states)
+}
+
 /// A token renewal reconnects while a C2D handler is still running: the renewal waits for the
 /// handler's PUBACK (bounded), or the PUBACK, queued while the old connection closed, was lost and
 /// the hub delivered the message a second time (seen once on CI as 54 deliveries of 53 messages).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_while_a_c2d_handler_runs_delivers_the_message_once() {
     let env = common::start().await;
-    let cs = env.device("slowhandler");
     // 4 s tokens: renewed about every 2 s, so renewals fall while the slow handler runs.
-    let client =
-        Client::create_from_connection_string(&cs, ironhub::ClientOptions { sastoken_ttl: Some(4), ..env.options() }).unwrap();
-    let states = common::Collector::<ConnectionStateChange>::new();
-    let s = states.clone();
-    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    let (client, states) = renewing_client(&env, "slowhandler", 4);
     let c2d = common::Collector::<Message>::new();
     let c = c2d.clone();
     // Busy 0.9 s of every second, out of phase with the renewals (which fall on whole seconds of
@@ -588,13 +595,8 @@ async fn a_renewal_while_a_c2d_handler_runs_delivers_the_message_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twin_requests_c2d_and_desired_changes_carry_over_key_renewals() {
     let env = common::start().await;
-    let cs = env.device("renewals");
     // 6 s tokens: renewed every ~3 s, so the loop below spans at least two renewals.
-    let client =
-        Client::create_from_connection_string(&cs, ironhub::ClientOptions { sastoken_ttl: Some(6), ..env.options() }).unwrap();
-    let states = common::Collector::<ConnectionStateChange>::new();
-    let s = states.clone();
-    client.on_connection_state_change(Some(Arc::new(move |c| s.push(c)))).unwrap();
+    let (client, states) = renewing_client(&env, "renewals", 6);
     let c2d = common::Collector::<Message>::new();
     let c = c2d.clone();
     client.on_message_received(Some(Arc::new(move |m| c.push(m)))).await.unwrap();
