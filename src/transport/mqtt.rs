@@ -345,12 +345,16 @@ impl Link {
     /// An owed PUBACK will not be sent (nobody took the message: the hub redelivers it).
     pub fn forgive_ack(&self, publish: &Publish) {
         if publish.qos != QoS::AtMostOnce {
-            let mut t = self.tracker();
-            t.acks_owed = t.acks_owed.saturating_sub(1);
-            if t.acks_owed == 0 {
-                // A renewal may be waiting for this.
-                self.writer.notify_loop();
-            }
+            self.settle_owed(&mut self.tracker());
+        }
+    }
+
+    /// One owed PUBACK is settled (queued or forgiven). A renewal draining for the last one is
+    /// woken: nothing else wakes the loop for a forgiven ack or one dropped while offline.
+    fn settle_owed(&self, t: &mut Tracker) {
+        t.acks_owed = t.acks_owed.saturating_sub(1);
+        if t.acks_owed == 0 && *self.paused.borrow() {
+            self.writer.notify_loop();
         }
     }
 
@@ -453,14 +457,10 @@ impl Link {
             return;
         }
         let mut t = self.tracker();
-        t.acks_owed = t.acks_owed.saturating_sub(1);
         if let Ok(packet) = encode(|b| PubAck::new(publish.pkid).write(b)) {
             self.queue_control(&mut t, &packet);
         }
-        if t.acks_owed == 0 {
-            // A renewal may be waiting for this (offline, `queue_control` wakes nobody).
-            self.writer.notify_loop();
-        }
+        self.settle_owed(&mut t);
     }
 
     /// Subscriptions in flight when a connection drops are re-made after the reconnect: release
